@@ -1,0 +1,57 @@
+# ICN Super-Node rollout. Two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+include lab/versions.env
+
+REGIONS ?= 7
+TOPOLOGY ?= multi
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+TOOLS_CACHE ?= $(HOME)/.cache/icn-super-node/tools
+TOOL_PATH := $(TOOLS_CACHE)/kubernetes-$(K8S_VERSION)/bin:$(TOOLS_CACHE)/helm-$(HELM_VERSION)/bin:$(TOOLS_CACHE)/kwok-$(KWOK_VERSION)/bin:$(TOOLS_CACHE)/etcd-$(ETCD_VERSION)/bin
+export PATH := $(VENV)/bin:$(TOOL_PATH):$(PATH)
+export KUBECONFIG := $(CURDIR)/.lab/kubeconfig
+export ICN_TOOLS_CACHE := $(TOOLS_CACHE)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help venv tools lab-up lab-down lab-status demo test lint test-unit test-lab build
+
+help:
+	@echo "make demo                 build or reuse the tools, start the 7-region lab, deploy to it"
+	@echo "make test                 install what is needed and run every test (what CI runs)"
+	@echo "make lab-up [REGIONS=N] [TOPOLOGY=multi|single]   start the lab"
+	@echo "make lab-status | lab-down"
+	@echo "make lint | build"
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+tools:
+	bash lab/build-tools.sh
+
+lab-up: tools
+	$(PYTHON) lab/icnlab.py up --regions $(REGIONS) --topology $(TOPOLOGY)
+	@$(PYTHON) lab/icnlab.py status
+
+lab-down:
+	$(PYTHON) lab/icnlab.py down
+
+lab-status:
+	$(PYTHON) lab/icnlab.py status
+
+demo: venv tools
+	bash scripts/demo.sh
+
+lint: venv
+	yamllint --strict .
+	ansible-lint --profile production
+
+build: venv
+	ansible-galaxy collection build --force --output-path build/
+
+test: venv tools
+	bash tests/run-all.sh

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds the lab's tools with `go` from the Go module proxy and caches each one under
+# ${ICN_TOOLS_CACHE:-~/.cache/icn-super-node/tools}/<tool>-<version>/. A cached tool is reused as is,
+# so only the first run on a machine pays for the build.
+#
+#   lab/build-tools.sh [tool ...]     tools: kwok etcd kubernetes helm (default: all)
+#
+# Prints, last, one line per tool: NAME=path-to-its-bin-dir.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=/dev/null
+. "$here/versions.env"
+cache=${ICN_TOOLS_CACHE:-$HOME/.cache/icn-super-node/tools}
+export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
+mkdir -p "$cache"
+
+log() { printf '[build-tools] %s\n' "$*" >&2; }
+
+# scratch_module DIR: a throwaway Go module to build another project's commands from, so that the
+# replace directives of that project's own go.mod do not apply and published versions are used.
+scratch_module() {
+  rm -rf "$1" && mkdir -p "$1"
+  (cd "$1" && go mod init icn.local/toolbuild >/dev/null 2>&1)
+}
+
+# finish NAME DIR: an atomic rename, so a half-built tool is never taken for a cached one.
+finish() { rm -rf "$2" && mv "$2.tmp" "$2"; log "$1 ready in $2"; }
+
+build_kwok() {
+  local out="$cache/kwok-$KWOK_VERSION"
+  [ -x "$out/bin/kwokctl" ] && [ -x "$out/bin/kwok" ] && return 0
+  log "building kwok and kwokctl $KWOK_VERSION"
+  local m="$out.tmp/src"; scratch_module "$m"
+  (cd "$m" && go get "sigs.k8s.io/kwok@v$KWOK_VERSION" >&2 &&
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/bin/" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl >&2)
+  rm -rf "$m"; finish kwok "$out"
+}
+
+build_etcd() {
+  local out="$cache/etcd-$ETCD_VERSION"
+  [ -x "$out/bin/etcd" ] && return 0
+  log "building etcd $ETCD_VERSION"
+  local m="$out.tmp/src"; scratch_module "$m"
+  (cd "$m" && go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@v$ETCD_VERSION" >&2 &&
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/bin/etcd" go.etcd.io/etcd/server/v3 >&2 &&
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/bin/etcdctl" go.etcd.io/etcd/etcdctl/v3 >&2)
+  rm -rf "$m"; finish etcd "$out"
+}
+
+# Kubernetes: k8s.io/kubernetes replaces every k8s.io/<staging> module with ./staging/src/...; a scratch
+# module that requires it replaces each of them with the published v0.<minor>.<patch> instead.
+build_kubernetes() {
+  local out="$cache/kubernetes-$K8S_VERSION"
+  [ -x "$out/bin/kube-apiserver" ] && [ -x "$out/bin/kube-controller-manager" ] &&
+    [ -x "$out/bin/kube-scheduler" ] && [ -x "$out/bin/kubectl" ] && return 0
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (slow: ~20 min on 2 cores)"
+  local m="$out.tmp/src"; scratch_module "$m"
+  local staging="v0.${K8S_VERSION#1.}"
+  (
+    cd "$m"
+    local kdir
+    kdir=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    [ -n "$kdir" ] || { log "cannot download k8s.io/kubernetes@v$K8S_VERSION"; exit 1; }
+    # Every staging module that k8s.io/kubernetes replaces with a local path.
+    local mods
+    mods=$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$kdir/go.mod")
+    [ -n "$mods" ] || { log "no staging replaces found in $kdir/go.mod"; exit 1; }
+    local args=()
+    for mod in $mods; do args+=("-replace=$mod=$mod@$staging"); done
+    go mod edit "${args[@]}" -require="k8s.io/kubernetes@v$K8S_VERSION"
+    # The kubernetes go.mod pins its own dependency versions; copy its requires so the build uses them.
+    go mod edit $(sed -n '/^require (/,/^)/p' "$kdir/go.mod" | grep -v '^require\|^)' | grep -v '^\s*k8s.io/' |
+      awk '{print "-require=" $1 "@" $2}')
+    cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+    go mod tidy >&2
+    local minor=${K8S_VERSION#1.}; minor=${minor%%.*}
+    local ld="-s -w"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld="$ld -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+      ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
+    go build -trimpath -ldflags "$ld" -o "$out.tmp/bin/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl >&2
+  )
+  rm -rf "$m"; finish kubernetes "$out"
+}
+
+build_helm() {
+  local out="$cache/helm-$HELM_VERSION"
+  [ -x "$out/bin/helm" ] && return 0
+  log "building helm $HELM_VERSION"
+  local m="$out.tmp/src"; scratch_module "$m"
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  (cd "$m" && go get "helm.sh/helm/v3@v$HELM_VERSION" >&2 &&
+    go build -trimpath -ldflags "$ld" -o "$out.tmp/bin/helm" helm.sh/helm/v3/cmd/helm >&2)
+  rm -rf "$m"; finish helm "$out"
+}
+
+tools=("$@"); [ ${#tools[@]} -gt 0 ] || tools=(kwok etcd kubernetes helm)
+for t in "${tools[@]}"; do
+  case $t in
+    kwok|etcd|kubernetes|helm) "build_$t" ;;
+    *) log "unknown tool '$t' (allowed: kwok etcd kubernetes helm)"; exit 2 ;;
+  esac
+done
+for t in "${tools[@]}"; do
+  case $t in
+    kwok) echo "KWOK_BIN=$cache/kwok-$KWOK_VERSION/bin" ;;
+    etcd) echo "ETCD_BIN=$cache/etcd-$ETCD_VERSION/bin" ;;
+    kubernetes) echo "KUBE_BIN=$cache/kubernetes-$K8S_VERSION/bin" ;;
+    helm) echo "HELM_BIN=$cache/helm-$HELM_VERSION/bin" ;;
+  esac
+done

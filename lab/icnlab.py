@@ -1,0 +1,639 @@
+#!/usr/bin/env python3
+"""The ICN lab: one real Kubernetes control plane per region on this machine.
+
+Each region is a kwokctl cluster (binary runtime) made of etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and the kwok controller, all built from
+source by lab/build-tools.sh. kwok stands in for the kubelets: it keeps fake nodes
+alive and moves pods through their lifecycle according to Stage objects that this
+script writes into each cluster.
+
+    icnlab.py up [--regions N] [--topology multi|single] [--ready-delay-ms MS]
+    icnlab.py status
+    icnlab.py fault REGION --tag TAG      pods of image tag TAG in REGION never get Ready
+    icnlab.py fault REGION --clear
+    icnlab.py down
+
+State lives under .lab/ at the repository root; .lab/kubeconfig has one context per
+region, icn-<region> (icn-single for the single-cluster topology).
+
+Only the standard library is used, so the lab runs before any virtualenv exists.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = Path(os.environ.get("ICN_LAB_DIR", ROOT / ".lab"))
+KWOK_WORKDIR = LAB / "kwok"
+KUBECONFIG = LAB / "kubeconfig"
+STATE = LAB / "lab.json"
+
+REGIONS = ["na-west", "na-east", "eu-west", "eu-east", "apac", "latam", "mena"]
+ZONE_SUFFIXES = ["a", "b"]
+NODES_PER_REGION = {"multi": 8, "single": 4}  # single: 28 nodes in all
+VOLUMES_PER_ZONE = {"multi": 8, "single": 4}
+VOLUME_SIZE = "10Ti"
+STORAGE_CLASS = "fast-ssd"
+CSI_DRIVER = "disk.lab.icn.network"
+BROKEN_SUFFIX = "-broken"
+REGION_LABEL = "icn.network/region"
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
+
+
+class LabError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- tools
+
+def tool_dirs() -> dict[str, Path]:
+    """Builds (or reuses from the cache) the lab's tools; returns NAME -> bin dir."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "lab" / "build-tools.sh"), "kwok", "etcd", "kubernetes"],
+        check=True, stdout=subprocess.PIPE, text=True,
+    ).stdout
+    dirs = {}
+    for line in out.splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            dirs[key] = Path(value)
+    return dirs
+
+
+def run(cmd: list[str], *, stdin: str | None = None, timeout: float = 120, env=None,
+        check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, input=stdin, text=True, capture_output=True, timeout=timeout,
+                          env=env)
+    if check and proc.returncode != 0:
+        raise LabError(f"{shlex.join(cmd)} failed ({proc.returncode}):\n{proc.stderr.strip()}")
+    return proc
+
+
+def read_versions() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "lab" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key] = value
+    return out
+
+
+class Tools:
+    def __init__(self) -> None:
+        d = tool_dirs()
+        self.versions = read_versions()
+        self.kwokctl = d["KWOK_BIN"] / "kwokctl"
+        self.kwok = d["KWOK_BIN"] / "kwok"
+        self.etcd = d["ETCD_BIN"] / "etcd"
+        self.etcdctl = d["ETCD_BIN"] / "etcdctl"
+        kube = d["KUBE_BIN"]
+        self.apiserver = kube / "kube-apiserver"
+        self.controller_manager = kube / "kube-controller-manager"
+        self.scheduler = kube / "kube-scheduler"
+        self.kubectl = kube / "kubectl"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KWOK_WORKDIR"] = str(KWOK_WORKDIR)
+        # kwokctl picks component flags by version, and must never try to download a tool.
+        env["KWOK_KUBE_VERSION"] = "v" + self.versions["K8S_VERSION"]
+        env["KWOK_ETCD_VERSION"] = self.versions["ETCD_VERSION"]
+        env["KWOK_KUBECTL_BINARY"] = str(self.kubectl)
+        env["KWOK_ETCDCTL_BINARY"] = str(self.etcdctl)
+        env["PATH"] = os.pathsep.join([str(self.kubectl.parent), str(self.kwokctl.parent),
+                                       env.get("PATH", "")])
+        return env
+
+    def kubectl_cmd(self, context: str, *args: str) -> list[str]:
+        return [str(self.kubectl), "--kubeconfig", str(KUBECONFIG), "--context", context,
+                "--request-timeout=20s", *args]
+
+
+# --------------------------------------------------------------------------- objects
+
+def jq(key: str, operator: str, *values: str) -> dict:
+    """A kwok selector requirement: a gojq expression compared with string values."""
+    req = {"key": key, "operator": operator}
+    if values:
+        req["values"] = list(values)
+    return {"jq": req}
+
+
+def broken_jq(faults: list[dict], topology: str) -> str:
+    """gojq that yields true for a pod that must never get Ready in this cluster."""
+    terms = [f'endswith("{BROKEN_SUFFIX}")'] + [f'endswith(":{f["tag"]}")' for f in faults
+                                                 if topology == "multi"]
+    expr = f'([.spec.containers[].image | ({" or ".join(terms)})] | any)'
+    if topology == "single":
+        # One cluster holds every region: a fault applies to the pods of its region only.
+        for fault in faults:
+            expr += (f' or ((.metadata.labels["{REGION_LABEL}"] // "") == "{fault["region"]}"'
+                     f' and ([.spec.containers[].image | endswith(":{fault["tag"]}")] | any))')
+    return f"({expr})"
+
+
+def pod_status_template(ready: bool) -> str:
+    flag = "True" if ready else "False"
+    reason = "" if ready else "ReadinessProbeFailed"
+    return f"""{{{{ $now := Now }}}}
+conditions:
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "True"
+  type: Initialized
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "True"
+  type: PodScheduled
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "{flag}"
+  reason: "{reason}"
+  type: Ready
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "{flag}"
+  reason: "{reason}"
+  type: ContainersReady
+containerStatuses:
+{{{{ range .spec.containers }}}}
+- image: {{{{ .image | Quote }}}}
+  name: {{{{ .name | Quote }}}}
+  ready: {str(ready).lower()}
+  started: true
+  restartCount: 0
+  state:
+    running:
+      startedAt: {{{{ $now | Quote }}}}
+{{{{ end }}}}
+{{{{ $hostIPs := NodeIPsWith .spec.nodeName }}}}
+{{{{ with $hostIPs }}}}
+hostIP: {{{{ index . 0 | Quote }}}}
+hostIPs:
+{{{{ range . }}}}
+- ip: {{{{ . | Quote }}}}
+{{{{ end }}}}
+{{{{ end }}}}
+{{{{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}}}
+{{{{ with $podIPs }}}}
+podIP: {{{{ index . 0 | Quote }}}}
+podIPs:
+{{{{ range . }}}}
+- ip: {{{{ . | Quote }}}}
+{{{{ end }}}}
+{{{{ end }}}}
+phase: Running
+startTime: {{{{ $now | Quote }}}}
+"""
+
+
+NODE_INIT_TEMPLATE = """{{ $now := Now }}
+{{ $lastTransitionTime := or .metadata.creationTimestamp $now }}
+conditions:
+{{ range NodeConditions }}
+- lastHeartbeatTime: {{ $now | Quote }}
+  lastTransitionTime: {{ $lastTransitionTime | Quote }}
+  message: {{ .message | Quote }}
+  reason: {{ .reason | Quote }}
+  status: {{ .status | Quote }}
+  type: {{ .type  | Quote}}
+{{ end }}
+addresses:
+{{ with NodeIP }}
+- address: {{ . | Quote }}
+  type: InternalIP
+{{ end }}
+{{ with NodeName }}
+- address: {{ . | Quote }}
+  type: Hostname
+{{ end }}
+{{ with NodePort }}
+daemonEndpoints:
+  kubeletEndpoint:
+    Port: {{ . }}
+{{ end }}
+allocatable:
+{{ YAML .status.allocatable 1 }}
+capacity:
+{{ YAML .status.capacity 1 }}
+nodeInfo:
+  architecture: amd64
+  containerRuntimeVersion: kwok
+  kernelVersion: kwok
+  kubeProxyVersion: kwok
+  kubeletVersion: kwok
+  operatingSystem: linux
+phase: Running
+"""
+
+
+def stages(ready_delay_ms: int, faults: list[dict], topology: str) -> list[dict]:
+    """The kwok Stage objects of one cluster: how fake nodes and pods behave."""
+    broken = broken_jq(faults, topology)
+    pending = [jq(".metadata.deletionTimestamp", "DoesNotExist"),
+               jq(".spec.nodeName", "Exists"),
+               jq(".status.phase", "In", "Pending")]
+    node_ready = '.status.conditions.[] | select( .type == "Ready" ) | .status'
+    delay = {"durationMilliseconds": ready_delay_ms,
+             "jitterDurationMilliseconds": ready_delay_ms + ready_delay_ms // 4}
+
+    def stage(name, kind, selector, spec_rest, annotations=None):
+        meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "icn-lab"}}
+        if annotations:
+            meta["annotations"] = annotations
+        spec = {"resourceRef": {"apiGroup": "v1", "kind": kind},
+                "selector": {"matchExpressions": selector}}
+        spec.update(spec_rest)
+        return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": meta,
+                "spec": spec}
+
+    fault_note = {"lab.icn.network/faults": json.dumps(faults, sort_keys=True)}
+    return [
+        stage("node-initialize", "Node",
+              [jq(node_ready, "NotIn", "True")],
+              {"next": {"statusTemplate": NODE_INIT_TEMPLATE}}),
+        stage("node-heartbeat-with-lease", "Node",
+              [jq(".status.phase", "In", "Running"), jq(node_ready, "In", "True")],
+              {"delay": {"durationMilliseconds": 600000, "jitterDurationMilliseconds": 610000},
+               "next": {"statusTemplate": NODE_INIT_TEMPLATE}}),
+        # A pod starts and turns Ready after the configured delay, as a probe would.
+        stage("pod-ready", "Pod", pending + [jq(broken, "In", "false")],
+              {"delay": delay, "next": {"statusTemplate": pod_status_template(True)}},
+              fault_note),
+        # A pod of a failing image runs but never passes its readiness probe.
+        stage("pod-unready", "Pod", pending + [jq(broken, "In", "true")],
+              {"delay": delay, "next": {"statusTemplate": pod_status_template(False)}},
+              fault_note),
+        # No kubelet: a deleted pod is gone shortly after it is asked to stop.
+        stage("pod-delete", "Pod", [jq(".metadata.deletionTimestamp", "Exists")],
+              {"delay": {"durationMilliseconds": 300, "jitterDurationMilliseconds": 500},
+               "next": {"delete": True}}),
+    ]
+
+
+def zones_of(region: str) -> list[str]:
+    return [f"{region}-{s}" for s in ZONE_SUFFIXES]
+
+
+def nodes(regions: list[str], topology: str) -> list[dict]:
+    out = []
+    per_region = NODES_PER_REGION[topology]
+    for region in regions:
+        zones = zones_of(region)
+        for i in range(per_region):
+            name = f"{region}-node-{i}"
+            out.append({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {
+                        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64", "type": "kwok",
+                        "node-role.kubernetes.io/worker": "",
+                        "topology.kubernetes.io/region": region,
+                        "topology.kubernetes.io/zone": zones[i % len(zones)],
+                    },
+                },
+                "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+                           "capacity": {"cpu": "16", "memory": "64Gi", "pods": "110"}},
+            })
+    return out
+
+
+def storage(regions: list[str], topology: str) -> list[dict]:
+    """Storage standing in for cloud block volumes: zonal, 10Ti, never deleted."""
+    objs: list[dict] = [
+        {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
+         "metadata": {"name": CSI_DRIVER},
+         "spec": {"attachRequired": False, "podInfoOnMount": False,
+                  "volumeLifecycleModes": ["Persistent"]}},
+        # The same object the storage_class role creates for cloud "local".
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+         "metadata": {"name": STORAGE_CLASS,
+                      "labels": {"app.kubernetes.io/managed-by": "icn-lab"}},
+         "provisioner": "kubernetes.io/no-provisioner",
+         "reclaimPolicy": "Retain", "volumeBindingMode": "WaitForFirstConsumer",
+         "allowVolumeExpansion": True},
+    ]
+    for region in regions:
+        for zone in zones_of(region):
+            for i in range(VOLUMES_PER_ZONE[topology]):
+                name = f"disk-{zone}-{i}"
+                objs.append({
+                    "apiVersion": "v1", "kind": "PersistentVolume",
+                    "metadata": {"name": name, "labels": {
+                        "topology.kubernetes.io/region": region,
+                        "topology.kubernetes.io/zone": zone,
+                        "app.kubernetes.io/managed-by": "icn-lab"}},
+                    "spec": {
+                        "capacity": {"storage": VOLUME_SIZE},
+                        "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": STORAGE_CLASS,
+                        "volumeMode": "Filesystem",
+                        "csi": {"driver": CSI_DRIVER, "volumeHandle": name, "fsType": "ext4"},
+                        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "topology.kubernetes.io/zone", "operator": "In",
+                             "values": [zone]}]}]}},
+                    },
+                })
+    return objs
+
+
+def as_list(objs: list[dict]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
+
+
+# --------------------------------------------------------------------------- state
+
+def load_state() -> dict:
+    if not STATE.exists():
+        raise LabError("no lab is running here (run `make lab-up`)")
+    return json.loads(STATE.read_text())
+
+
+def save_state(state: dict) -> None:
+    LAB.mkdir(parents=True, exist_ok=True)
+    tmp = STATE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(STATE)
+
+
+def cluster_dir(name: str) -> Path:
+    return KWOK_WORKDIR / "clusters" / name
+
+
+def cluster_pids(name: str) -> dict[str, int]:
+    pids = {}
+    for f in sorted((cluster_dir(name) / "pids").glob("*.pid")):
+        try:
+            pids[f.stem] = int(f.read_text().strip())
+        except ValueError:
+            continue
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive: read its state.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- commands
+
+def create_cluster(tools: Tools, name: str) -> None:
+    kubeconfig = KWOK_WORKDIR / f"{name}.kubeconfig"
+    cmd = [
+        str(tools.kwokctl), "create", "cluster", "--name", name, "--runtime", "binary",
+        "--kube-apiserver-binary", str(tools.apiserver),
+        "--kube-controller-manager-binary", str(tools.controller_manager),
+        "--kube-scheduler-binary", str(tools.scheduler),
+        "--kwok-controller-binary", str(tools.kwok),
+        "--etcd-binary", str(tools.etcd),
+        "--enable-crds", "Stage",
+        "--kubeconfig", str(kubeconfig),
+        "--quiet-pull",
+        # Quick HPA decisions, so the autoscaling tests need not wait 15 s per sync.
+        "--extra-args", "kube-controller-manager=horizontal-pod-autoscaler-sync-period=5s",
+        "--wait", "3m",
+    ]
+    log(f"starting cluster {name}")
+    proc = run(cmd, env=tools.env(), timeout=300, check=False)
+    if proc.returncode != 0:
+        raise LabError(f"kwokctl could not create {name}:\n{proc.stderr[-3000:]}")
+
+
+def merge_kubeconfig(tools: Tools, clusters: dict[str, str]) -> None:
+    """One kubeconfig with context icn-<region> per cluster (clusters: context -> kwok name)."""
+    merged = {"apiVersion": "v1", "kind": "Config", "preferences": {},
+              "clusters": [], "users": [], "contexts": [], "current-context": ""}
+    for context, name in clusters.items():
+        src = KWOK_WORKDIR / f"{name}.kubeconfig"
+        view = json.loads(run([str(tools.kubectl), "config", "view", "--flatten", "-o", "json",
+                               "--kubeconfig", str(src)]).stdout)
+        cluster = view["clusters"][0]["cluster"]
+        user = view["users"][0]["user"]
+        merged["clusters"].append({"name": context, "cluster": cluster})
+        merged["users"].append({"name": context, "user": user})
+        merged["contexts"].append({"name": context, "context": {"cluster": context, "user": context}})
+        merged["current-context"] = merged["current-context"] or context
+    tmp = KUBECONFIG.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=2))
+    os.chmod(tmp, 0o600)
+    tmp.replace(KUBECONFIG)
+
+
+def apply(tools: Tools, context: str, objs: list[dict]) -> None:
+    run(tools.kubectl_cmd(context, "apply", "--server-side", "--force-conflicts",
+                          "--field-manager=icn-lab", "-f", "-"),
+        stdin=as_list(objs), timeout=120)
+
+
+def seed_cluster(tools: Tools, context: str, regions: list[str], topology: str,
+                 ready_delay_ms: int) -> None:
+    # The Stage CRD is created by kwokctl; wait until the API serves it.
+    deadline = time.time() + 60
+    while run(tools.kubectl_cmd(context, "get", "stages.kwok.x-k8s.io"), check=False).returncode:
+        if time.time() > deadline:
+            raise LabError(f"{context}: the kwok Stage API never appeared")
+        time.sleep(1)
+    apply(tools, context, stages(ready_delay_ms, [], topology))
+    apply(tools, context, nodes(regions, topology) + storage(regions, topology))
+    # kwok acts on node events: a node created before kwok saw the new stages is nudged again.
+    deadline = time.time() + 120
+    while True:
+        out = run(tools.kubectl_cmd(context, "get", "nodes", "-o", "json")).stdout
+        waiting = [n["metadata"]["name"] for n in json.loads(out)["items"]
+                   if not any(c["type"] == "Ready" and c["status"] == "True"
+                              for c in n.get("status", {}).get("conditions", []))]
+        if not waiting:
+            return
+        if time.time() > deadline:
+            raise LabError(f"{context}: nodes never got Ready: {', '.join(waiting)}")
+        time.sleep(3)
+        run(tools.kubectl_cmd(context, "annotate", "--overwrite", "node", *waiting,
+                              f"lab.icn.network/nudged={int(time.time())}"), check=False)
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    if STATE.exists():
+        state = load_state()
+        want = (args.topology, args.regions if args.topology == "multi" else len(REGIONS))
+        have = (state["topology"], len(state["regions"]))
+        if want == have and all(_answers(Tools(), c) for c in state["clusters"]):
+            log("the lab is already up")
+            return
+        raise LabError(f"a lab is already here ({state['topology']}, {len(state['regions'])} "
+                       "regions): run `make lab-down` first")
+    if not 1 <= args.regions <= len(REGIONS):
+        raise LabError(f"REGIONS must be 1 to {len(REGIONS)}, not {args.regions}")
+    started = time.time()
+    tools = Tools()
+    tools_ready = time.time()
+    KWOK_WORKDIR.mkdir(parents=True, exist_ok=True)
+    regions = REGIONS[: args.regions] if args.topology == "multi" else list(REGIONS)
+    if args.topology == "multi":
+        clusters = {f"icn-{r}": f"icn-{r}" for r in regions}
+        region_of = {f"icn-{r}": [r] for r in regions}
+    else:
+        clusters = {"icn-single": "icn-single"}
+        region_of = {"icn-single": regions}
+    state = {"topology": args.topology, "regions": regions, "clusters": clusters,
+             "ready_delay_ms": args.ready_delay_ms, "faults": {c: [] for c in clusters}}
+    save_state(state)  # written first, so `down` can clean up a half-started lab
+    # One at a time: kwokctl picks free ports by counting down from a fixed number, so two
+    # kwokctl processes started together choose the same ports.
+    for name in clusters.values():
+        create_cluster(tools, name)
+    merge_kubeconfig(tools, clusters)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        list(pool.map(lambda c: seed_cluster(tools, c, region_of[c], args.topology,
+                                             args.ready_delay_ms), clusters))
+    state["pids"] = {c: cluster_pids(n) for c, n in clusters.items()}
+    state["started_seconds"] = round(time.time() - tools_ready, 1)
+    save_state(state)
+    log(f"lab up: {len(clusters)} cluster(s) in {time.time() - tools_ready:.0f}s "
+        f"(tools {tools_ready - started:.0f}s); KUBECONFIG={KUBECONFIG}")
+
+
+def _answers(tools: Tools, context: str) -> bool:
+    try:
+        return run(tools.kubectl_cmd(context, "get", "--raw", "/readyz"), timeout=25,
+                   check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def cmd_status(_args: argparse.Namespace) -> None:
+    state = load_state()
+    tools = Tools()
+    servers = {}
+    if KUBECONFIG.exists():
+        cfg = json.loads(KUBECONFIG.read_text())
+        servers = {c["name"]: c["cluster"]["server"] for c in cfg["clusters"]}
+    print(f"topology: {state['topology']}   kubeconfig: {KUBECONFIG}")
+    print(f"{'CONTEXT':<16} {'API ENDPOINT':<28} {'NODES':>5}  {'ANSWERS':<7}  FAULTS")
+    for context in state["clusters"]:
+        ok = _answers(tools, context)
+        count = "-"
+        if ok:
+            out = run(tools.kubectl_cmd(context, "get", "nodes", "-o", "name"), check=False)
+            count = str(len(out.stdout.split())) if out.returncode == 0 else "?"
+        faults = ",".join(f"{f['region']}:{f['tag']}" for f in state["faults"].get(context, []))
+        print(f"{context:<16} {servers.get(context, '?'):<28} {count:>5}  "
+              f"{'yes' if ok else 'NO':<7}  {faults or '-'}")
+
+
+def cmd_fault(args: argparse.Namespace) -> None:
+    state = load_state()
+    if args.region not in state["regions"]:
+        raise LabError(f"region {args.region!r} is not in this lab (allowed: "
+                       f"{', '.join(state['regions'])})")
+    context = "icn-single" if state["topology"] == "single" else f"icn-{args.region}"
+    faults = [f for f in state["faults"][context] if f["region"] != args.region]
+    if not args.clear:
+        if not args.tag:
+            raise LabError("fault needs --tag TAG or --clear")
+        faults.append({"region": args.region, "tag": args.tag})
+    state["faults"][context] = faults
+    apply(Tools(), context, stages(state["ready_delay_ms"], faults, state["topology"]))
+    save_state(state)
+    log(f"{args.region}: " + (f"pods of tag {args.tag} never get Ready" if not args.clear
+                              else "faults cleared"))
+
+
+def cmd_down(_args: argparse.Namespace) -> None:
+    if not LAB.exists():
+        log("no lab here")
+        return
+    state = json.loads(STATE.read_text()) if STATE.exists() else {"clusters": {}}
+    names = list(state.get("clusters", {}).values())
+    # Clusters kwokctl knows of under our workdir, in case the state was written before a crash.
+    if (KWOK_WORKDIR / "clusters").exists():
+        names += [p.name for p in (KWOK_WORKDIR / "clusters").iterdir() if p.name not in names]
+    kwokctl = None
+    try:
+        kwokctl = Tools().kwokctl
+    except (subprocess.CalledProcessError, KeyError):
+        pass
+    for name in names:
+        pids = cluster_pids(name)
+        if kwokctl:
+            env = dict(os.environ, KWOK_WORKDIR=str(KWOK_WORKDIR))
+            run([str(kwokctl), "delete", "cluster", "--name", name,
+                 "--kubeconfig", str(KWOK_WORKDIR / f"{name}.kubeconfig")],
+                env=env, timeout=120, check=False)
+        # kwokctl stops its processes by pid; make sure, by the pids we recorded, never by name.
+        recorded = state.get("pids", {})
+        for pid in set(pids.values()) | {p for c in recorded.values() for p in c.values()}:
+            stop_pid(pid)
+    import shutil
+    shutil.rmtree(LAB, ignore_errors=True)
+    log("lab down")
+
+
+def stop_pid(pid: int) -> None:
+    if not alive(pid):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(50):
+        if not alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the lab")
+    up.add_argument("--regions", type=int, default=len(REGIONS),
+                    help="the first N regions of " + ", ".join(REGIONS))
+    up.add_argument("--topology", choices=["multi", "single"], default="multi")
+    up.add_argument("--ready-delay-ms", type=int, default=2000,
+                    help="how long a pod takes to turn Ready (default 2000)")
+    up.add_argument("--parallel", type=int, default=4, help="clusters seeded at once")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("status", help="print each cluster's state").set_defaults(func=cmd_status)
+    fault = sub.add_parser("fault", help="make a tag fail readiness in a region")
+    fault.add_argument("region")
+    fault.add_argument("--tag")
+    fault.add_argument("--clear", action="store_true")
+    fault.set_defaults(func=cmd_fault)
+    sub.add_parser("down", help="stop the lab and remove its state").set_defaults(func=cmd_down)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except LabError as err:
+        log(f"error: {err}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

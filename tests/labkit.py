@@ -1,0 +1,115 @@
+"""Helpers the tests share to talk to the lab's clusters (real API servers, no mocks)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB_DIR = Path(os.environ.get("ICN_LAB_DIR", ROOT / ".lab"))
+REGIONS = ["na-west", "na-east", "eu-west", "eu-east", "apac", "latam", "mena"]
+
+
+def lab_state(lab_dir: Path = LAB_DIR) -> dict | None:
+    state = lab_dir / "lab.json"
+    return json.loads(state.read_text()) if state.exists() else None
+
+
+def icnlab(*args: str, lab_dir: Path = LAB_DIR, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ICN_LAB_DIR=str(lab_dir))
+    return subprocess.run([sys.executable, str(ROOT / "lab" / "icnlab.py"), *args], env=env,
+                          text=True, capture_output=True, timeout=timeout)
+
+
+class Cluster:
+    """The typed API clients of one lab context."""
+
+    def __init__(self, context: str, kubeconfig: Path | None = None):
+        self.context = context
+        self.kubeconfig = kubeconfig or LAB_DIR / "kubeconfig"
+        api = config.new_client_from_config(config_file=str(self.kubeconfig), context=context)
+        api.configuration.retries = 2
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+        self.autoscaling = client.AutoscalingV2Api(api)
+        self.storage = client.StorageV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    def __repr__(self) -> str:
+        return f"Cluster({self.context})"
+
+    # ---- reads
+    def pods(self, namespace: str, selector: str = "") -> list:
+        return self.core.list_namespaced_pod(namespace, label_selector=selector,
+                                             _request_timeout=10).items
+
+    def ready_pods(self, namespace: str, selector: str = "") -> list:
+        return [p for p in self.pods(namespace, selector) if is_ready(p)]
+
+    # ---- namespaces that tests own
+    def create_namespace(self, name: str) -> None:
+        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+            name=name, labels={"icn.network/test": "true"})))
+
+    def delete_namespace(self, name: str, timeout: float = 120) -> None:
+        """Deletes a test namespace and hands its lab volumes back to the pool."""
+        try:
+            self.core.delete_namespace(name)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        wait_for(lambda: not _exists(lambda: self.core.read_namespace(name)), timeout,
+                 f"namespace {name} to go away in {self.context}")
+        self.recycle_volumes(namespace=name)
+
+    def recycle_volumes(self, namespace: str) -> None:
+        """Released lab volumes of a test namespace become Available again (lab-only)."""
+        for pv in self.core.list_persistent_volume(
+                label_selector="app.kubernetes.io/managed-by=icn-lab").items:
+            ref = pv.spec.claim_ref
+            if pv.status.phase == "Released" and ref and ref.namespace == namespace:
+                self.core.patch_persistent_volume(pv.metadata.name, {"spec": {"claimRef": None}})
+
+
+def _exists(read: Callable) -> bool:
+    try:
+        read()
+        return True
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+
+
+def is_ready(pod) -> bool:
+    if pod.metadata.deletion_timestamp is not None:
+        return False
+    for cond in pod.status.conditions or []:
+        if cond.type == "Ready":
+            return cond.status == "True"
+    return False
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5):
+    """Polls predicate until it returns something truthy; fails the test naming what it waited for."""
+    deadline = time.monotonic() + timeout
+    last_err = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except ApiException as err:  # a transient API error is retried until the deadline
+            last_err = err
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
+                         + (f" (last error: {last_err})" if last_err else ""))
