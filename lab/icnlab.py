@@ -474,6 +474,14 @@ def seed_cluster(tools: Tools, context: str, regions: list[str], topology: str,
                               f"lab.icn.network/nudged={int(time.time())}"), check=False)
 
 
+def write_staking_keys(regions: list[str]) -> None:
+    """Lab-only staking keys (random, 32 bytes each, hex) for inventories/local."""
+    import secrets
+    path = LAB / "staking-keys.json"
+    path.write_text(json.dumps({r: secrets.token_hex(32) for r in regions}, indent=2))
+    os.chmod(path, 0o600)
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     if STATE.exists():
         state = load_state()
@@ -500,6 +508,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     state = {"topology": args.topology, "regions": regions, "clusters": clusters,
              "ready_delay_ms": args.ready_delay_ms, "faults": {c: [] for c in clusters}}
     save_state(state)  # written first, so `down` can clean up a half-started lab
+    write_staking_keys(regions)
     # One at a time: kwokctl picks free ports by counting down from a fixed number, so two
     # kwokctl processes started together choose the same ports.
     for name in clusters.values():

@@ -1,0 +1,87 @@
+# -*- coding: utf-8 -*-
+# Copyright: ICN infrastructure team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Action plugin behind icn.super_node.validate_inventory (documented in plugins/modules)."""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible.errors import AnsibleUndefinedVariable
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.icn.super_node.plugins.module_utils.inventory_validation import (
+    Rules, staking_key_state, validate)
+
+# result key -> the inventory variable it is read from
+FIELDS = {
+    "context": "super_node_kube_context",
+    "kubeconfig": "super_node_kubeconfig",
+    "cloud": "super_node_cloud",
+    "replicas": "super_node_replicas",
+    "storage_size": "super_node_storage_size",
+    "bootstrap_nodes": "super_node_bootstrap_nodes",
+    "image_tag": "super_node_image_tag",
+    "environment": "super_node_environment",
+}
+MISSING = object()
+# Roles whose defaults apply when the inventory leaves a variable out, so the values checked
+# here are the values the roles will use.
+DEFAULTS_FROM = ("storage_class", "super_node")
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _read(hostvars, var):
+    try:
+        return hostvars[var] if var in hostvars else MISSING
+    except AnsibleUndefinedVariable:
+        return MISSING
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("schema", "hosts"))
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        args = self._task.args
+        hosts = args.get("hosts") or task_vars["ansible_play_hosts_all"]
+        rules = Rules(args["schema"])
+        defaults = self._role_defaults()
+        records = []
+        for host in hosts:
+            hostvars = task_vars["hostvars"][host]
+            record = {"host": host}
+            for key, var in FIELDS.items():
+                value = _read(hostvars, var)
+                if value is MISSING and var in defaults:
+                    value = self._templar.copy_with_new_env(
+                        available_variables=hostvars).template(defaults[var])
+                record[key] = None if value is MISSING else value
+            region = _read(hostvars, "super_node_region")
+            record["region"] = host if region is MISSING else region
+            keys = _read(hostvars, "super_node_staking_keys")
+            # Only whether the key is there and well formed leaves this line, never the key.
+            record["staking_key_state"] = staking_key_state(None if keys is MISSING else keys,
+                                                            record["region"])
+            records.append(record)
+        errors = validate(records, rules)
+        result["changed"] = False
+        result["regions"] = [r["region"] for r in records]
+        result["errors"] = errors
+        if errors:
+            result["failed"] = True
+            result["msg"] = ("The inventory has %d problem(s); nothing was changed in any cluster:\n  - %s"
+                             % (len(errors), "\n  - ".join(errors)))
+        else:
+            result["msg"] = "%d region(s) valid: %s" % (len(records), ", ".join(result["regions"]))
+        return result
+
+    def _role_defaults(self):
+        merged = {}
+        for role in DEFAULTS_FROM:
+            path = os.path.join(COLLECTION_ROOT, "roles", role, "defaults", "main.yml")
+            merged.update(self._loader.load_from_file(path) or {})
+        return merged

@@ -1,0 +1,206 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ICN infrastructure team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: helm_release
+short_description: Install, upgrade or roll back one Helm release, changing nothing when nothing would change
+description:
+  - Renders the chart with a server-side dry run and compares the rendered objects and the user values with
+    the deployed release. Only a real difference makes a new revision, so a second run reports no change.
+  - Unlike C(kubernetes.core.helm) without the helm-diff plugin, a changed template under an unchanged chart
+    version is detected, and C(--check --diff) shows the object-by-object manifest diff and the values diff.
+  - With O(rollback_to), rolls the release back to that revision instead.
+version_added: "0.1.0"
+author: ICN infrastructure team
+options:
+  name:
+    description: Release name.
+    type: str
+    required: true
+  namespace:
+    description: Release namespace.
+    type: str
+    required: true
+  chart_ref:
+    description: Path to the chart. Required unless O(rollback_to) is set.
+    type: path
+  values:
+    description: Values for the release (the complete set; values of earlier revisions are not reused).
+    type: dict
+    default: {}
+  create_namespace:
+    description: Create the namespace if it does not exist.
+    type: bool
+    default: false
+  history_max:
+    description: Revisions Helm keeps for the release.
+    type: int
+    default: 10
+  rollback_to:
+    description: Roll back to this revision (an int), or to the one before the deployed one (V(previous)).
+    type: str
+  wait_timeout:
+    description: Seconds to let Helm wait for the release's resources (0 means do not wait; the roles wait with
+      icn.super_node.region_health, which knows what Ready means for a Super-Node region).
+    type: int
+    default: 0
+  kubeconfig:
+    description: Path to the kubeconfig.
+    type: path
+  context:
+    description: Kubeconfig context.
+    type: str
+  binary_path:
+    description: The helm binary.
+    type: path
+    default: helm
+  timeout:
+    description: Seconds any single helm call may take before the task fails.
+    type: int
+    default: 120
+notes:
+  - Supports check mode and diff mode.
+"""
+
+EXAMPLES = r"""
+- name: Install or upgrade the Super-Node release of a region
+  icn.super_node.helm_release:
+    name: icn-super-node-eu-west
+    namespace: icn
+    chart_ref: "{{ playbook_dir }}/charts/super-node"
+    values:
+      global:
+        regions: [eu-west]
+    kubeconfig: ~/.kube/config
+    context: prod-eu-west
+
+- name: Roll the region back to the revision before the current one
+  icn.super_node.helm_release:
+    name: icn-super-node-eu-west
+    namespace: icn
+    rollback_to: previous
+    context: prod-eu-west
+"""
+
+RETURN = r"""
+revision:
+  description: Release revision deployed after the task (the current one in check mode).
+  type: int
+  returned: always
+previous_revision:
+  description: Release revision before the task (null if the release did not exist).
+  type: int
+  returned: always
+action:
+  description: What was done, or would be done in check mode.
+  type: str
+  returned: always
+  sample: upgraded
+reasons:
+  description: Why the release changes (empty when it does not).
+  type: list
+  elements: str
+  returned: always
+chart:
+  description: Chart name-version of the deployed release.
+  type: str
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
+    Helm, HelmError, manifest_diff, plan, values_diff)
+
+
+def rollback(module, helm, current):
+    params = module.params
+    if current is None:
+        module.fail_json(msg="release %s does not exist in namespace %s: nothing to roll back"
+                         % (params["name"], params["namespace"]))
+    target = params["rollback_to"]
+    if target == "previous":
+        older = [h for h in helm.history(params["name"], params["namespace"])
+                 if h["revision"] < current["revision"]]
+        if not older:
+            module.fail_json(msg="release %s has no revision before %d"
+                             % (params["name"], current["revision"]))
+        target = older[-1]["revision"]
+    try:
+        target = int(target)
+    except ValueError:
+        module.fail_json(msg="rollback_to must be a revision number or 'previous', not %r" % target)
+    result = dict(changed=True, action="rolled back", previous_revision=current["revision"],
+                  revision=current["revision"], reasons=["rollback to revision %d" % target],
+                  chart=current["chart"], rolled_back_to=target)
+    if not module.check_mode:
+        helm.rollback(params["name"], params["namespace"], target, params["wait_timeout"])
+        result["revision"] = helm.current(params["name"], params["namespace"])["revision"]
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            namespace=dict(type="str", required=True),
+            chart_ref=dict(type="path"),
+            values=dict(type="dict", default={}),
+            create_namespace=dict(type="bool", default=False),
+            history_max=dict(type="int", default=10),
+            rollback_to=dict(type="str"),
+            wait_timeout=dict(type="int", default=0),
+            kubeconfig=dict(type="path"),
+            context=dict(type="str"),
+            binary_path=dict(type="path", default="helm"),
+            timeout=dict(type="int", default=120),
+        ),
+        required_one_of=[("chart_ref", "rollback_to")],
+        mutually_exclusive=[("chart_ref", "rollback_to")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    binary = module.get_bin_path(params["binary_path"], required=True)
+    helm = Helm(binary, params["kubeconfig"], params["context"], params["timeout"])
+    name, namespace = params["name"], params["namespace"]
+    try:
+        current = helm.current(name, namespace)
+        if params["rollback_to"]:
+            rollback(module, helm, current)
+        desired = helm.upgrade(name, namespace, params["chart_ref"], params["values"],
+                               dry_run=True, history_max=params["history_max"])
+        changed, reasons = plan(current, desired)
+        result = dict(changed=changed, reasons=reasons,
+                      previous_revision=current["revision"] if current else None,
+                      revision=current["revision"] if current else None,
+                      chart=current["chart"] if current else None,
+                      action="unchanged" if not changed else
+                      ("installed" if current is None else "upgraded"))
+        if changed and module._diff:
+            before = current["manifest"] if current else ""
+            result["diff"] = [
+                dict(prepared=manifest_diff(before, desired.get("manifest", ""), name)),
+                dict(prepared=values_diff(current["values"] if current else {},
+                                          desired.get("config"), name)),
+            ]
+        if changed and not module.check_mode:
+            release = helm.upgrade(name, namespace, params["chart_ref"], params["values"],
+                                   create_namespace=params["create_namespace"],
+                                   history_max=params["history_max"],
+                                   wait_seconds=params["wait_timeout"])
+            result["revision"] = release["version"]
+            meta = release["chart"]["metadata"]
+            result["chart"] = "%s-%s" % (meta["name"], meta["version"])
+    except HelmError as err:
+        module.fail_json(msg="%s (release %s, context %s)" % (err, name, params["context"]))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
