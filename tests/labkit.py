@@ -113,3 +113,37 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
                          + (f" (last error: {last_err})" if last_err else ""))
+
+
+def snapshot(clusters: dict[str, "Cluster"], namespace: str = "icn") -> dict:
+    """What a run could have changed, per cluster: objects with their uid and generation (or
+    resourceVersion where the API keeps no generation). Equal snapshots: nothing was created,
+    deleted or changed."""
+
+    def ident(obj, use_generation=True):
+        meta = obj.metadata
+        version = meta.generation if use_generation and meta.generation else meta.resource_version
+        return (meta.name, meta.uid, version)
+
+    out = {}
+    for name, c in clusters.items():
+        ns_exists = _exists(lambda: c.core.read_namespace(namespace))
+        state = {
+            "namespaces": sorted(ident(n, False) for n in c.core.list_namespace().items
+                                 if not n.metadata.name.startswith("t-")),
+            "storageclasses": sorted(ident(s, False) for s in c.storage.list_storage_class().items),
+        }
+        if ns_exists:
+            state.update({
+                "secrets": sorted(ident(s, False) for s in c.core.list_namespaced_secret(namespace).items),
+                "configmaps": sorted(ident(s, False) for s in c.core.list_namespaced_config_map(namespace).items),
+                "services": sorted(ident(s, False) for s in c.core.list_namespaced_service(namespace).items),
+                "statefulsets": sorted(ident(s) for s in c.apps.list_namespaced_stateful_set(namespace).items),
+                "pdbs": sorted(ident(s) for s in c.policy.list_namespaced_pod_disruption_budget(namespace).items),
+                "hpas": sorted(ident(s) for s in c.autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items),
+                "pvcs": sorted((p.metadata.name, p.metadata.uid) for p in
+                               c.core.list_namespaced_persistent_volume_claim(namespace).items),
+                "pods": sorted((p.metadata.name, p.metadata.uid) for p in c.pods(namespace)),
+            })
+        out[name] = state
+    return out

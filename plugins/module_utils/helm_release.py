@@ -55,16 +55,15 @@ class Helm:
                 return None
             raise HelmError("helm status %s failed: %s" % (name, proc.stderr.strip()))
         status = json.loads(proc.stdout)
-        values = json.loads(self.run(["get", "values", name, "--namespace", namespace,
-                                      "--output", "json"]).stdout or "{}") or {}
+        # `helm status` leaves the chart out of its JSON; the latest history entry has it.
+        latest = (self.history(name, namespace, max_entries=1) or [{}])[-1]
         return {
             "revision": status["version"],
             "status": status["info"]["status"],
-            "chart": "%s-%s" % (status["chart"]["metadata"]["name"],
-                                status["chart"]["metadata"]["version"]),
-            "app_version": status["chart"]["metadata"].get("appVersion", ""),
+            "chart": latest.get("chart", ""),
+            "app_version": latest.get("app_version", ""),
             "manifest": status.get("manifest", ""),
-            "values": values,
+            "values": status.get("config") or {},
         }
 
     def history(self, name, namespace, max_entries=20):

@@ -94,7 +94,7 @@ revision:
   type: int
   returned: always
 previous_revision:
-  description: Release revision before the task (null if the release did not exist).
+  description: Release revision before the task (null if the release did not exist); also returned on failure.
   type: int
   returned: always
 action:
@@ -169,6 +169,7 @@ def main():
     binary = module.get_bin_path(params["binary_path"], required=True)
     helm = Helm(binary, params["kubeconfig"], params["context"], params["timeout"])
     name, namespace = params["name"], params["namespace"]
+    current = None
     try:
         current = helm.current(name, namespace)
         if params["rollback_to"]:
@@ -198,7 +199,9 @@ def main():
             meta = release["chart"]["metadata"]
             result["chart"] = "%s-%s" % (meta["name"], meta["version"])
     except HelmError as err:
-        module.fail_json(msg="%s (release %s, context %s)" % (err, name, params["context"]))
+        # The revision the release had before, so a caller can roll back to it.
+        module.fail_json(msg="%s (release %s, context %s)" % (err, name, params["context"]),
+                         previous_revision=current["revision"] if current else None)
     module.exit_json(**result)
 
 

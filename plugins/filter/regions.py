@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright: ICN infrastructure team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Filters for the Super-Node roles."""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: host_regions
+short_description: The region of each inventory host
+description:
+  - Maps inventory host names to their regions, C(super_node_region) where the host sets it, else the host name.
+positional: hostvars
+options:
+  _input:
+    description: Inventory host names.
+    type: list
+    elements: str
+    required: true
+  hostvars:
+    description: The C(hostvars) magic variable.
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+regions: "{{ ansible_play_hosts_all | icn.super_node.host_regions(hostvars) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: One region per host, in the same order.
+  type: list
+  elements: str
+"""
+
+
+def _region(host, vars_):
+    return vars_["super_node_region"] if "super_node_region" in vars_ else host
+
+
+def region_targets(hosts_vars, hosts):
+    """Group regions by the cluster that holds them: [{kubeconfig, context, regions}]."""
+    targets = []
+    index = {}
+    for host, vars_ in zip(hosts, hosts_vars):
+        key = (vars_["super_node_kubeconfig"], vars_["super_node_kube_context"])
+        if key not in index:
+            index[key] = len(targets)
+            targets.append({"kubeconfig": key[0], "context": key[1], "regions": []})
+        targets[index[key]]["regions"].append(_region(host, vars_))
+    return targets
+
+
+def host_regions(hosts, hostvars):
+    regions = []
+    for host in hosts:
+        regions.append(_region(host, hostvars[host]))
+    return regions
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"host_regions": host_regions, "region_targets": region_targets}

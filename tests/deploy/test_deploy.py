@@ -1,0 +1,172 @@
+"""deploy.yml against the seven lab regions: the objects it makes, a second run that changes
+nothing, check mode, refusals of bad input before any cluster is touched, and no key in logs."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import yaml
+
+from labkit import LAB_DIR, REGIONS, snapshot
+from playbook import local_inventory, run_playbook
+
+pytestmark = pytest.mark.multi
+NS = "icn"
+
+
+@pytest.fixture(scope="module")
+def lab(lab_manager):
+    return {ctx.removeprefix("icn-"): c for ctx, c in lab_manager.ensure("multi").items()}
+
+
+@pytest.fixture(scope="module")
+def deployed(lab, tmp_path_factory):
+    """deploy.yml run once on every lab region (the first run on a fresh lab)."""
+    run = run_playbook("deploy.yml", "inventories/local", tmp_path=tmp_path_factory.mktemp("deploy"))
+    print(f"\ndeploy.yml on {len(lab)} regions: {run.seconds:.1f}s, changed={run.changed()}")
+    assert run.rc == 0, run.output[-6000:]
+    return run
+
+
+def test_every_region_gets_its_super_nodes(lab, deployed):
+    for region, c in lab.items():
+        name = f"icn-super-node-{region}"
+        pods = c.ready_pods(NS, f"icn.network/region={region}")
+        assert sorted(p.metadata.name for p in pods) == [f"{name}-0", f"{name}-1"], region
+        assert len({p.spec.node_name for p in pods}) == 2
+        pvcs = c.core.list_namespaced_persistent_volume_claim(NS).items
+        assert sorted(p.metadata.name for p in pvcs) == [f"data-{name}-0", f"data-{name}-1"]
+        assert all(p.status.phase == "Bound" and p.spec.resources.requests["storage"] == "10Ti"
+                   for p in pvcs)
+        pdb = c.policy.read_namespaced_pod_disruption_budget(name, NS)
+        assert pdb.spec.min_available == 1 and pdb.status.current_healthy == 2
+        hpa = c.autoscaling.read_namespaced_horizontal_pod_autoscaler(name, NS)
+        assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 8)
+        c.core.read_namespaced_config_map(f"{name}-bootstrap", NS)
+        secret = c.core.read_namespaced_secret("icn-staking-keys", NS)
+        assert f"{region}-staking-key" in secret.data
+        sts = c.apps.read_namespaced_stateful_set(name, NS)
+        assert sts.spec.replicas == 2  # set by the HPA, not by the chart
+        sc = c.storage.read_storage_class("fast-ssd")
+        assert sc.reclaim_policy == "Retain" and sc.volume_binding_mode == "WaitForFirstConsumer"
+
+
+def test_the_staking_key_in_the_cluster_is_the_inventorys(lab, deployed):
+    keys = json.loads((LAB_DIR / "staking-keys.json").read_text())
+    for region, c in lab.items():
+        secret = c.core.read_namespaced_secret("icn-staking-keys", NS)
+        assert base64.b64decode(secret.data[f"{region}-staking-key"]).decode() == keys[region]
+
+
+def revisions(lab) -> dict:
+    out = {}
+    for region, c in lab.items():
+        releases = c.core.list_namespaced_secret(NS, label_selector="owner=helm").items
+        out[region] = sorted(s.metadata.name for s in releases)
+    return out
+
+
+def test_second_run_changes_nothing(lab, deployed, tmp_path):
+    before = revisions(lab)
+    state = snapshot(lab)
+    run = run_playbook("deploy.yml", "inventories/local", tmp_path=tmp_path)
+    print(f"\nno-op deploy.yml on {len(lab)} regions: {run.seconds:.1f}s")
+    assert run.rc == 0, run.output[-4000:]
+    assert run.changed() == 0, {h: v["changed"] for h, v in run.recap.items()}
+    assert revisions(lab) == before, "a no-op run must not make a Helm revision"
+    assert snapshot(lab) == state
+
+
+def test_check_diff_shows_each_region_and_changes_nothing(lab, deployed, tmp_path):
+    state = snapshot(lab)
+    run = run_playbook("deploy.yml", "inventories/local", "--check", "--diff",
+                       "-e", "super_node_image_tag=v1.0.9", tmp_path=tmp_path)
+    assert run.rc == 0, run.output[-4000:]
+    for region in lab:
+        assert f"+++ icn-super-node-{region} (desired)" in run.output
+    assert run.output.count('+          image: "ghcr.io/icn/super-node:v1.0.9"') == len(lab)
+    assert run.changed() >= len(lab)
+    assert snapshot(lab) == state, "check mode must not change any cluster"
+
+
+def test_no_key_reaches_the_output_even_at_vvv(lab, deployed, tmp_path):
+    keys = json.loads((LAB_DIR / "staking-keys.json").read_text())
+    run = run_playbook("deploy.yml", "inventories/local", "-vvv", tmp_path=tmp_path)
+    assert run.rc == 0, run.output[-4000:]
+    assert len(run.output) > 10000, "-vvv output is expected to be long"
+    for region, key in keys.items():
+        for form in (key, base64.b64encode(key.encode()).decode()):
+            assert form not in run.output, f"the staking key of {region} leaked into the output"
+
+
+def lab_contexts():
+    return [c["name"] for c in yaml.safe_load((LAB_DIR / "kubeconfig").read_text())["contexts"]]
+
+
+def unreachable_kubeconfig(tmp_path):
+    """The lab's kubeconfig with eu-east's API server moved to a port where nothing listens."""
+    config = yaml.safe_load((LAB_DIR / "kubeconfig").read_text())
+    for cluster in config["clusters"]:
+        if cluster["name"] == "icn-eu-east":
+            cluster["cluster"]["server"] = "https://127.0.0.1:1"
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# (id, inventory changes, extra args, the words the error must contain)
+BAD_INPUT = [
+    ("unknown-region", {"host_vars": {"eu-north": {"super_node_kube_context": "icn-eu-west"}}}, [],
+     ["region eu-north", "super_node_region", "allowed: na-west, na-east"]),
+    ("region-twice", {"host_vars": {"eu-west-2": {"super_node_region": "eu-west",
+                                                  "super_node_kube_context": "icn-eu-west"}}}, [],
+     ["eu-west is listed twice", "super_node_region"]),
+    ("missing-context", {"host_vars": {"apac": {"super_node_kube_context": None}}}, [],
+     ["region apac", "super_node_kube_context is missing"]),
+    ("unknown-context", {"host_vars": {"apac": {"super_node_kube_context": "icn-nowhere"}}}, [],
+     ["region apac", "'icn-nowhere' is not a context", "icn-apac"]),
+    ("unreachable-cluster", {"kubeconfig": "unreachable"}, [],
+     ["region eu-east", "did not answer"]),
+    ("kubernetes-too-old", {}, ["-e", "preflight_min_kube_version=1.99"],
+     ["runs Kubernetes 1.36", "allowed: Kubernetes >= 1.99"]),
+    ("replicas-below-2", {"host_vars": {"latam": {"super_node_replicas": 1}}}, [],
+     ["region latam", "super_node_replicas is 1", "from 2"]),
+    ("malformed-size", {"group_vars": {"super_node_storage_size": "10TB"}}, [],
+     ["super_node_storage_size is '10TB'", "10Ti"]),
+    ("bad-multiaddr", {"group_vars": {"super_node_bootstrap_nodes": ["boot1.icn.network:9000"]}}, [],
+     ["super_node_bootstrap_nodes has 'boot1.icn.network:9000'", "/p2p/<peer id>"]),
+    ("missing-key", {"drop_key": "mena"}, [],
+     ["region mena", "super_node_staking_keys[mena] is missing"]),
+    ("malformed-key", {"bad_key": "na-east"}, [],
+     ["region na-east", "super_node_staking_keys[na-east] is malformed", "64 hexadecimal"]),
+    ("latest-in-prod", {"group_vars": {"super_node_environment": "prod", "super_node_image_tag": "latest"}}, [],
+     ["super_node_image_tag is 'latest' in prod"]),
+    ("unknown-cloud", {"host_vars": {"eu-west": {"super_node_cloud": "oracle"}}}, [],
+     ["region eu-west", "super_node_cloud is 'oracle'", "aws, gcp, azure, local"]),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_is_refused_before_any_cluster_changes(lab, deployed, tmp_path, case):
+    name, change, extra, words = case
+    keys = json.loads((LAB_DIR / "staking-keys.json").read_text())
+    kwargs = {"host_vars": change.get("host_vars"), "group_vars": dict(change.get("group_vars") or {})}
+    if change.get("kubeconfig") == "unreachable":
+        kwargs["kubeconfig"] = unreachable_kubeconfig(tmp_path)
+    if "drop_key" in change:
+        kwargs["group_vars"]["super_node_staking_keys"] = {
+            r: k for r, k in keys.items() if r != change["drop_key"]}
+    if "bad_key" in change:
+        kwargs["group_vars"]["super_node_staking_keys"] = dict(keys, **{change["bad_key"]: "not-a-key"})
+    inventory = local_inventory(tmp_path, **kwargs)
+    # A new tag would change every region, so a run that got past preflight would show.
+    if "super_node_image_tag" not in kwargs["group_vars"]:
+        extra = ["-e", "super_node_image_tag=v9.9.9", *extra]
+    state = snapshot(lab)
+    run = run_playbook("deploy.yml", inventory, *extra, tmp_path=tmp_path)
+    assert run.rc != 0, f"{name}: the run must fail"
+    for word in words:
+        assert word in run.output, f"{name}: {word!r} not in the output:\n{run.output[-3000:]}"
+    assert "not-a-key" not in run.output
+    assert snapshot(lab) == state, f"{name}: a cluster changed although the input was refused"
