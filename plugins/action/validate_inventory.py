@@ -28,7 +28,7 @@ FIELDS = {
 MISSING = object()
 # Roles whose defaults apply when the inventory leaves a variable out, so the values checked
 # here are the values the roles will use.
-DEFAULTS_FROM = ("storage_class", "super_node")
+DEFAULTS_FROM = ("super_node",)
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
