@@ -55,3 +55,10 @@ build: venv
 
 test: venv tools
 	bash tests/run-all.sh
+
+.PHONY: bench-deploy bench-upgrade
+bench-deploy: venv tools
+	python bench/bench.py deploy
+
+bench-upgrade: venv tools
+	python bench/bench.py upgrade

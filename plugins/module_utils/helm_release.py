@@ -145,13 +145,15 @@ def values_diff(before, after, name):
 
 
 def plan(current, desired):
-    """What an upgrade would do: (changed, reasons)."""
+    """What an upgrade would do: (changed, reasons). desired: the dry run's release, or only
+    {"config": values} when the values alone already decide."""
     if current is None:
         return True, ["release is not installed"]
     reasons = []
     if current["status"] != "deployed":
         reasons.append("release status is %s" % current["status"])
-    if normalise_manifest(current["manifest"]) != normalise_manifest(desired.get("manifest", "")):
+    if "manifest" in desired and (normalise_manifest(current["manifest"])
+                                  != normalise_manifest(desired["manifest"])):
         reasons.append("rendered objects differ")
     if (current["values"] or {}) != (desired.get("config") or {}):
         reasons.append("values differ")

@@ -113,6 +113,8 @@ chart:
   returned: always
 """
 
+import json
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
@@ -174,8 +176,14 @@ def main():
         current = helm.current(name, namespace)
         if params["rollback_to"]:
             rollback(module, helm, current)
-        desired = helm.upgrade(name, namespace, params["chart_ref"], params["values"],
-                               dry_run=True, history_max=params["history_max"])
+        values = json.loads(json.dumps(params["values"]))  # as Helm stores them
+        if current is not None and current["values"] == values or module._diff:
+            # Same values: only rendering the chart tells whether its objects changed.
+            desired = helm.upgrade(name, namespace, params["chart_ref"], params["values"],
+                                   dry_run=True, history_max=params["history_max"])
+        else:
+            # A new release or new values change the release whatever the chart renders.
+            desired = {"config": values}
         changed, reasons = plan(current, desired)
         result = dict(changed=changed, reasons=reasons,
                       previous_revision=current["revision"] if current else None,

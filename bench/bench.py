@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Benchmarks of deploy.yml and upgrade.yml against the baselines their issues name, measured in
+one run on the lab and printed side by side. Not a test: the figures depend on the machine.
+
+    python bench/bench.py deploy     fresh 7-region deploy vs. a `helm upgrade --install --wait`
+                                     loop on fresh clusters; then a no-op rerun of deploy.yml
+    python bench/bench.py upgrade    upgrade.yml over 7 regions vs. a `helm upgrade --wait` loop
+                                     with no gates; gate overhead per region
+
+Run through `make bench-deploy` / `make bench-upgrade` (they set PATH). Each benchmark starts its
+own lab in .lab-bench and stops it at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = ROOT / ".lab-bench"
+REGIONS = ["na-west", "na-east", "eu-west", "eu-east", "apac", "latam", "mena"]
+NS = "icn"
+
+
+def sh(*cmd, env=None, check=True, capture=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, text=True, env=env, cwd=ROOT,
+                          stdout=subprocess.PIPE if capture else None,
+                          stderr=subprocess.STDOUT if capture else None)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{(proc.stdout or '')[-4000:]}")
+    return proc
+
+
+def lab_env() -> dict:
+    return dict(os.environ, ICN_LAB_DIR=str(LAB), KUBECONFIG=str(LAB / "kubeconfig"))
+
+
+def lab(*args):
+    return sh(sys.executable, str(ROOT / "lab/icnlab.py"), *args, env=lab_env())
+
+
+def kubectl(ctx, *args):
+    return sh("kubectl", "--kubeconfig", str(LAB / "kubeconfig"), "--context", ctx, *args,
+              env=lab_env())
+
+
+def inventory(tmp: Path) -> Path:
+    """inventories/local pointed at the bench lab."""
+    import yaml
+    hosts = yaml.safe_load((ROOT / "inventories/local/hosts.yml").read_text())
+    gvars = {}
+    for f in sorted((ROOT / "inventories/local/group_vars/super_nodes").glob("*.yml")):
+        gvars.update(yaml.safe_load(f.read_text()) or {})
+    gvars["super_node_kubeconfig"] = str(LAB / "kubeconfig")
+    gvars["super_node_staking_keys"] = json.loads((LAB / "staking-keys.json").read_text())
+    hosts["super_nodes"]["vars"] = gvars
+    path = tmp / "inventory.yml"
+    path.write_text(yaml.safe_dump(hosts))
+    return path
+
+
+def playbook(name: str, inv: Path, *args) -> tuple[float, str]:
+    env = dict(lab_env(), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+               ICN_SUMMARY_PATH=str(inv.parent / "summary.json"))
+    started = time.monotonic()
+    proc = sh("ansible-playbook", str(ROOT / name), "-i", str(inv), *args, env=env, check=False)
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stdout[-5000:]}")
+    return seconds, proc.stdout
+
+
+def region_values(tmp: Path, region: str, tag: str) -> Path:
+    """The values deploy.yml gives the chart for a region (same chart, same values)."""
+    import yaml
+    local = yaml.safe_load((ROOT / "inventories/local/group_vars/super_nodes/workload.yml").read_text())
+    values = {"global": {"environment": "lab", "regions": [region]}, "image": {"tag": tag},
+              "replicasPerRegion": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 8}}
+    values.update(local.get("super_node_chart_values") or {})
+    path = tmp / f"values-{region}.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def helm_loop(tmp: Path, tag: str, install: bool) -> float:
+    started = time.monotonic()
+    for region in REGIONS:
+        ctx = f"icn-{region}"
+        args = ["helm", "--kubeconfig", str(LAB / "kubeconfig"), "--kube-context", ctx,
+                "upgrade", f"icn-super-node-{region}", str(ROOT / "charts/super-node"),
+                "--namespace", NS, "--values", str(region_values(tmp, region, tag)), "--wait",
+                "--timeout", "10m"]
+        if install:
+            args += ["--install", "--create-namespace"]
+        sh(*args, env=lab_env())
+    return time.monotonic() - started
+
+
+def fresh_lab():
+    if (LAB / "lab.json").exists():
+        lab("down")
+    lab("up", "--regions", str(len(REGIONS)))
+
+
+def helm_revisions() -> dict:
+    out = {}
+    for region in REGIONS:
+        proc = kubectl(f"icn-{region}", "-n", NS, "get", "secrets", "-l", "owner=helm", "-o", "name")
+        out[region] = sorted(proc.stdout.split())
+    return out
+
+
+def row(name, ours, base):
+    ratio = f"{ours / base:.2f}" if base else "-"
+    return f"| {name} | {ours:.1f} s | {base:.1f} s | {ratio} |" if base else f"| {name} | {ours:.1f} s | - | - |"
+
+
+def bench_deploy(tmp: Path) -> list[str]:
+    fresh_lab()
+    # The baseline needs what deploy.yml creates before the chart: the namespace and keys.
+    keys = json.loads((LAB / "staking-keys.json").read_text())
+    for region in REGIONS:
+        kubectl(f"icn-{region}", "create", "namespace", NS)
+        kubectl(f"icn-{region}", "-n", NS, "create", "secret", "generic", "icn-staking-keys",
+                f"--from-literal={region}-staking-key={keys[region]}")
+    baseline = helm_loop(tmp, "v1.0.0", install=True)
+    fresh_lab()
+    inv = inventory(tmp)
+    ours, _ = playbook("deploy.yml", inv)
+    revisions = helm_revisions()
+    noop, out = playbook("deploy.yml", inv)
+    changed = sum(int(x) for x in __import__("re").findall(r"changed=(\d+)", out))
+    same = helm_revisions() == revisions
+    lab("down")
+    return [
+        "| deploy, 7 fresh regions | deploy.yml | helm loop | ratio (target <= 0.5) |",
+        "|---|---|---|---|",
+        row("fresh deploy, wall time", ours, baseline),
+        row("no-op rerun (target < 20 s)", noop, 0),
+        f"| no-op rerun: changed tasks / new Helm revisions | {changed} / {'none' if same else 'SOME'} | | |",
+    ]
+
+
+def rollout_seconds(region: str, tag: str) -> float:
+    """A region's StatefulSet rollout as the cluster saw it: from the first pod of the new
+    version being created to the last one turning Ready."""
+    pods = json.loads(kubectl(f"icn-{region}", "-n", NS, "get", "pods", "-o", "json").stdout)["items"]
+    new = [p for p in pods if p["spec"]["containers"][0]["image"].endswith(":" + tag)]
+
+    def ts(s):
+        return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+    start = min(ts(p["metadata"]["creationTimestamp"]) for p in new)
+    end = max(ts(c["lastTransitionTime"]) for p in new for c in p["status"]["conditions"]
+              if c["type"] == "Ready")
+    return end - start
+
+
+def bench_upgrade(tmp: Path) -> list[str]:
+    fresh_lab()
+    inv = inventory(tmp)
+    playbook("deploy.yml", inv)
+    ours, _ = playbook("upgrade.yml", inv, "-e", "super_node_image_tag=v1.1.0")
+    own = sum(rollout_seconds(r, "v1.1.0") for r in REGIONS)
+    baseline = helm_loop(tmp, "v1.2.0", install=False)
+    base_own = sum(rollout_seconds(r, "v1.2.0") for r in REGIONS)
+    lab("down")
+    return [
+        "| upgrade, 7 regions | upgrade.yml | helm loop | ratio (target <= 1.2) |",
+        "|---|---|---|---|",
+        row("wall time", ours, baseline),
+        row("StatefulSet rollouts' own time (sum)", own, base_own),
+        f"| overhead per region (target <= 3 s) | {(ours - own) / len(REGIONS):.1f} s "
+        f"| {(baseline - base_own) / len(REGIONS):.1f} s | |",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("which", choices=["deploy", "upgrade"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            lines = (bench_deploy if args.which == "deploy" else bench_upgrade)(Path(tmp))
+        finally:
+            if (LAB / "lab.json").exists():
+                lab("down")
+    print(f"\n{args.which} benchmark, {datetime.now().isoformat(timespec='minutes')}, "
+          f"{os.cpu_count()} cores\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
