@@ -140,7 +140,9 @@ def snapshot(clusters: dict[str, "Cluster"], namespace: str = "icn") -> dict:
                 "services": sorted(ident(s, False) for s in c.core.list_namespaced_service(namespace).items),
                 "statefulsets": sorted(ident(s) for s in c.apps.list_namespaced_stateful_set(namespace).items),
                 "pdbs": sorted(ident(s) for s in c.policy.list_namespaced_pod_disruption_budget(namespace).items),
-                "hpas": sorted(ident(s) for s in c.autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items),
+                # The HPA controller rewrites an HPA's status on its own: compare what we own.
+                "hpas": sorted((h.metadata.name, h.metadata.uid, repr(h.spec)) for h in
+                               c.autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items),
                 "pvcs": sorted((p.metadata.name, p.metadata.uid) for p in
                                c.core.list_namespaced_persistent_volume_claim(namespace).items),
                 "pods": sorted((p.metadata.name, p.metadata.uid) for p in c.pods(namespace)),
