@@ -47,7 +47,7 @@ class Helm:
         return proc
 
     def current(self, name, namespace):
-        """The deployed release: {revision, chart, app_version, status, manifest, values} or None."""
+        """The deployed release: {revision, status, manifest, values}, or None."""
         proc = self.run(["status", name, "--namespace", namespace, "--output", "json"],
                         allow_fail=True)
         if proc.returncode != 0:
@@ -55,13 +55,9 @@ class Helm:
                 return None
             raise HelmError("helm status %s failed: %s" % (name, proc.stderr.strip()))
         status = json.loads(proc.stdout)
-        # `helm status` leaves the chart out of its JSON; the latest history entry has it.
-        latest = (self.history(name, namespace, max_entries=1) or [{}])[-1]
         return {
             "revision": status["version"],
             "status": status["info"]["status"],
-            "chart": latest.get("chart", ""),
-            "app_version": latest.get("app_version", ""),
             "manifest": status.get("manifest", ""),
             "values": status.get("config") or {},
         }

@@ -5,9 +5,8 @@
 The region_health module is a thin wrapper around check_region_health(). The judgement
 (judge_region) works on the API's JSON objects as plain dicts, so it needs no cluster to test.
 
-Reading: the kubernetes client's kubeconfig loader and its HTTP connection pool (TLS, client
-certificates, tokens, exec plugins, proxies), but not its typed API classes, whose import alone
-costs about a second per task. Per poll the check makes seven GET requests, however many regions it
+Reading: module_utils/kube.py, a small REST client (the kubernetes Python client's import alone
+costs about a third of a second of CPU per task). Per poll the check makes seven GET requests, however many regions it
 judges: one list each of StatefulSets, pods, PVCs, PDBs, HPAs and ConfigMaps in the namespace, and
 one read of the staking-keys Secret, of which only the key names are kept.
 """
@@ -21,17 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-try:
-    import urllib3
-    from kubernetes import config
-    from kubernetes.client import Configuration
-    from kubernetes.client.rest import RESTClientObject
-except ImportError:
-    HAS_KUBERNETES = False
-    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_KUBERNETES = True
-    KUBERNETES_IMPORT_ERROR = None
+from ansible_collections.icn.super_node.plugins.module_utils.kube import KubeClient, KubeError
 
 APP_NAME = "icn-super-node"
 APP_LABEL = "app.kubernetes.io/name"
@@ -106,51 +95,26 @@ def validate(params: dict) -> None:
 
 # --------------------------------------------------------------------------- reading
 
-def load_configuration(kubeconfig: str | None, context: str | None) -> "Configuration":
-    configuration = Configuration()
-    try:
-        config.load_kube_config(config_file=kubeconfig, context=context,
-                                client_configuration=configuration, persist_config=False)
-    except Exception as err:  # the loader raises many types (ConfigException, OSError, YAML, KeyError)
-        where = kubeconfig or "the default kubeconfig"
-        raise RegionHealthError(f"cannot load {where}: {err}") from None
-    return configuration
-
-
 class NamespaceReader:
     """GETs of one namespace's objects as JSON; no call is retried, each one is bounded by the
     request timeout, and every failure becomes a RegionHealthError naming what was read."""
 
-    def __init__(self, configuration: "Configuration", namespace: str, request_timeout: float):
-        self.configuration = configuration
+    def __init__(self, kubeconfig: str | None, context: str | None, namespace: str,
+                 request_timeout: float):
+        try:
+            self.client = KubeClient(kubeconfig, context, request_timeout)
+        except KubeError as err:
+            raise RegionHealthError(str(err)) from None
         self.namespace = namespace
-        self.timeout = urllib3.Timeout(total=request_timeout)
-        self.http = RESTClientObject(configuration).pool_manager
 
     def close(self) -> None:
-        self.http.clear()
+        self.client.close()
 
     def _get(self, what: str, path: str, query: dict | None = None, missing_ok: bool = False):
-        url = self.configuration.host.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": "application/json"}
-        for auth in self.configuration.auth_settings().values():  # refreshes expiring tokens
-            if auth["in"] == "header" and auth["value"]:
-                headers[auth["key"]] = auth["value"]
         try:
-            response = self.http.request("GET", url, headers=headers, timeout=self.timeout,
-                                         retries=False)
-        except urllib3.exceptions.HTTPError as err:
-            raise RegionHealthError(f"{what} failed: {err}") from None
-        if response.status == 404 and missing_ok:
-            return None
-        if response.status != 200:
-            raise RegionHealthError(f"{what} failed: HTTP {response.status}: "
-                                    f"{api_message(response.data) or response.reason}")
-        try:
-            return json.loads(response.data)
-        except ValueError:
-            raise RegionHealthError(f"{what} failed: the answer is not JSON (is "
-                                    f"{self.configuration.host} a Kubernetes API server?)") from None
+            return self.client.get(path, what, query=query, missing_ok=missing_ok)
+        except KubeError as err:
+            raise RegionHealthError(str(err)) from None
 
     def _list(self, kind: str, api: str, resource: str, label_selector: str | None = None) -> list:
         path = f"{api}/namespaces/{quote(self.namespace)}/{resource}"
@@ -181,14 +145,6 @@ class NamespaceReader:
             configmaps=frozenset(by_name(self._list("ConfigMaps", "/api/v1", "configmaps"))),
             secret_keys=self._secret_keys(secret_name),
         )
-
-
-def api_message(body: bytes) -> str | None:
-    """The API server's message from an error body (a Status object), nothing else of it."""
-    try:
-        return json.loads(body)["message"]
-    except (TypeError, ValueError, KeyError):
-        return None
 
 
 # --------------------------------------------------------------------------- judging
@@ -397,8 +353,8 @@ def check_region_health(params: dict) -> dict:
                           expect_image_tag=params["expect_image_tag"],
                           expect_hpa=params["expect_hpa"],
                           require_disruption_allowed=params["require_disruption_allowed"])
-    reader = NamespaceReader(load_configuration(params["kubeconfig"], params["context"]),
-                             params["namespace"], params["request_timeout"])
+    reader = NamespaceReader(params["kubeconfig"], params["context"], params["namespace"],
+                             params["request_timeout"])
     try:
         while True:
             snap = reader.snapshot(params["regions"], params["secret_name"])

@@ -108,7 +108,7 @@ reasons:
   elements: str
   returned: always
 chart:
-  description: Chart name-version of the deployed release.
+  description: Chart name-version of the release rendered or installed (null when neither was needed).
   type: str
   returned: always
 """
@@ -119,6 +119,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
     Helm, HelmError, manifest_diff, plan, values_diff)
+
+
+def chart_of(release):
+    """name-version of a release's chart, when the release JSON at hand has it."""
+    meta = (release.get("chart") or {}).get("metadata") or {}
+    return "%s-%s" % (meta["name"], meta["version"]) if meta.get("name") else None
 
 
 def rollback(module, helm, current):
@@ -140,7 +146,7 @@ def rollback(module, helm, current):
         module.fail_json(msg="rollback_to must be a revision number or 'previous', not %r" % target)
     result = dict(changed=True, action="rolled back", previous_revision=current["revision"],
                   revision=current["revision"], reasons=["rollback to revision %d" % target],
-                  chart=current["chart"], rolled_back_to=target)
+                  chart=None, rolled_back_to=target)
     if not module.check_mode:
         helm.rollback(params["name"], params["namespace"], target, params["wait_timeout"])
         result["revision"] = helm.current(params["name"], params["namespace"])["revision"]
@@ -188,7 +194,7 @@ def main():
         result = dict(changed=changed, reasons=reasons,
                       previous_revision=current["revision"] if current else None,
                       revision=current["revision"] if current else None,
-                      chart=current["chart"] if current else None,
+                      chart=chart_of(desired),
                       action="unchanged" if not changed else
                       ("installed" if current is None else "upgraded"))
         if changed and module._diff:
@@ -204,8 +210,7 @@ def main():
                                    history_max=params["history_max"],
                                    wait_seconds=params["wait_timeout"])
             result["revision"] = release["version"]
-            meta = release["chart"]["metadata"]
-            result["chart"] = "%s-%s" % (meta["name"], meta["version"])
+            result["chart"] = chart_of(release)
     except HelmError as err:
         # The revision the release had before, so a caller can roll back to it.
         module.fail_json(msg="%s (release %s, context %s)" % (err, name, params["context"]),
