@@ -170,3 +170,42 @@ def test_bad_input_is_refused_before_any_cluster_changes(lab, deployed, tmp_path
         assert word in run.output, f"{name}: {word!r} not in the output:\n{run.output[-3000:]}"
     assert "not-a-key" not in run.output
     assert snapshot(lab) == state, f"{name}: a cluster changed although the input was refused"
+
+
+def test_a_different_key_in_the_cluster_is_kept_unless_rotated(lab, deployed, tmp_path):
+    keys = json.loads((LAB_DIR / "staking-keys.json").read_text())
+    region = "eu-east"
+    new_key = "ab" * 32
+    inventory = local_inventory(tmp_path, group_vars={"super_node_staking_keys": dict(keys, **{region: new_key})})
+    secret = lambda: lab[region].core.read_namespaced_secret("icn-staking-keys", NS)  # noqa: E731
+    before = secret().metadata.resource_version
+    run = run_playbook("deploy.yml", inventory, tmp_path=tmp_path)
+    assert run.rc != 0
+    assert f"region {region}: Secret icn/icn-staking-keys holds a different {region}-staking-key" in run.output
+    assert "secrets_rotate=true" in run.output and new_key not in run.output
+    assert secret().metadata.resource_version == before
+    assert run.summary["regions"][region]["status"] == "FAILED"
+    assert all(run.summary["regions"][r]["status"] == "ok" for r in lab if r != region)
+    try:
+        run = run_playbook("deploy.yml", inventory, "-e", "secrets_rotate=true", tmp_path=tmp_path)
+        assert run.rc == 0, run.output[-3000:]
+        assert base64.b64decode(secret().data[f"{region}-staking-key"]).decode() == new_key
+    finally:
+        run = run_playbook("deploy.yml", "inventories/local", "-e", "secrets_rotate=true", tmp_path=tmp_path)
+        assert run.rc == 0, run.output[-3000:]
+    assert base64.b64decode(secret().data[f"{region}-staking-key"]).decode() == keys[region]
+
+
+def test_a_failing_region_does_not_stop_the_others(lab, deployed, tmp_path):
+    """eu-west's StorageClass cannot become a GCP class in place: that region fails, the others
+    run to the end, the run exits non-zero and the summary names the region and the reason."""
+    inventory = local_inventory(tmp_path, host_vars={"eu-west": {"super_node_cloud": "gcp"}})
+    sc = lab["eu-west"].storage.read_storage_class("fast-ssd")
+    run = run_playbook("deploy.yml", inventory, tmp_path=tmp_path)
+    assert run.rc != 0
+    regions = run.summary["regions"]
+    assert regions["eu-west"]["status"] == "FAILED"
+    assert "StorageClass fast-ssd exists with other immutable settings" in regions["eu-west"]["reason"]
+    assert all(regions[r]["status"] == "ok" and regions[r]["ready"] == "2/2" for r in lab if r != "eu-west")
+    assert lab["eu-west"].storage.read_storage_class("fast-ssd").metadata.resource_version == \
+        sc.metadata.resource_version
