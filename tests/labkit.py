@@ -149,3 +149,16 @@ def snapshot(clusters: dict[str, "Cluster"], namespace: str = "icn") -> dict:
             })
         out[name] = state
     return out
+
+
+def unreachable_kubeconfig(tmp_path: Path, context: str) -> Path:
+    """A copy of the lab's kubeconfig in which `context`'s API server is a port where nothing
+    listens: that region is unreachable, the others are as they were."""
+    import yaml
+    config = yaml.safe_load((LAB_DIR / "kubeconfig").read_text())
+    for cluster in config["clusters"]:
+        if cluster["name"] == context:
+            cluster["cluster"]["server"] = "https://127.0.0.1:1"
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -24,6 +24,15 @@ import urllib3
 import yaml
 
 
+# The options every module that reaches a cluster takes (documented in doc_fragments/kube.py).
+KUBE_ARGUMENT_SPEC = dict(kubeconfig=dict(type="path"), context=dict(type="str"))
+
+
+def describe_context(context: str | None) -> str:
+    """How messages name the cluster a module was pointed at."""
+    return f"context {context}" if context else "the kubeconfig's current context"
+
+
 class KubeError(Exception):
     """A request failed or the kubeconfig cannot be used; the message says which."""
 

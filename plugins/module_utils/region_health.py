@@ -12,15 +12,14 @@ one read of the staking-keys Secret, of which only the key names are kept.
 """
 from __future__ import annotations
 
-import json
 import re
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
-from ansible_collections.icn.super_node.plugins.module_utils.kube import KubeClient, KubeError
+from ansible_collections.icn.super_node.plugins.module_utils.kube import (
+    KUBE_ARGUMENT_SPEC, KubeClient, KubeError)
 
 APP_NAME = "icn-super-node"
 APP_LABEL = "app.kubernetes.io/name"
@@ -31,8 +30,7 @@ DEFAULT_CLAIM_TEMPLATES = ("data",)
 REGION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 ARGUMENT_SPEC = dict(
-    kubeconfig=dict(type="path"),
-    context=dict(type="str"),
+    KUBE_ARGUMENT_SPEC,
     namespace=dict(type="str", default="icn"),
     regions=dict(type="list", elements="str"),
     clusters=dict(type="list", elements="dict", options=dict(

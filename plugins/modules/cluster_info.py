@@ -14,13 +14,9 @@ description:
     the context.
   - Read-only.
 author: ICN infrastructure team
+extends_documentation_fragment:
+  - icn.super_node.kube
 options:
-  kubeconfig:
-    description: Path of the kubeconfig file.
-    type: path
-  context:
-    description: The kubeconfig context.
-    type: str
   request_timeout:
     description: Seconds any API request may take.
     type: float
@@ -48,13 +44,13 @@ apis:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.icn.super_node.plugins.module_utils.kube import KubeClient, KubeError
+from ansible_collections.icn.super_node.plugins.module_utils.kube import (
+    KUBE_ARGUMENT_SPEC, KubeClient, KubeError, describe_context)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(kubeconfig=dict(type="path"), context=dict(type="str"),
-                           request_timeout=dict(type="float", default=10.0)),
+        argument_spec=dict(KUBE_ARGUMENT_SPEC, request_timeout=dict(type="float", default=10.0)),
         supports_check_mode=True,
     )
     params = module.params
@@ -64,8 +60,7 @@ def main():
             core = kube.get("/api", "listing the core API versions")
             groups = kube.get("/apis", "listing the API groups")
     except KubeError as err:
-        where = f"context {params['context']}" if params["context"] else "the current context"
-        module.fail_json(msg=f"{where}: {err}")
+        module.fail_json(msg=f"{describe_context(params['context'])}: {err}")
     apis = list(core.get("versions") or [])
     for group in groups.get("groups") or []:
         apis += [v["groupVersion"] for v in group.get("versions") or []]

@@ -19,6 +19,8 @@ description:
   - Uses the collection's small REST client (no kubernetes Python client import), so that seven
     regions in parallel do not pay a second of start-up per task each.
 author: ICN infrastructure team
+extends_documentation_fragment:
+  - icn.super_node.kube
 options:
   definitions:
     description: The objects, in order. Kinds known to this module are Namespace, Secret,
@@ -50,12 +52,6 @@ options:
     description: Leave the objects out of the diff and the result (set it for Secrets).
     type: bool
     default: false
-  kubeconfig:
-    description: Path of the kubeconfig file.
-    type: path
-  context:
-    description: The kubeconfig context.
-    type: str
   request_timeout:
     description: Seconds any API request may take.
     type: float
@@ -95,7 +91,8 @@ import json
 import yaml
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.icn.super_node.plugins.module_utils.kube import KubeClient, KubeError
+from ansible_collections.icn.super_node.plugins.module_utils.kube import (
+    KUBE_ARGUMENT_SPEC, KubeClient, KubeError, describe_context)
 
 # kind -> (API path prefix, resource, namespaced)
 KINDS = {
@@ -159,14 +156,13 @@ def check_guards(module, live: dict, want: dict, where: str) -> None:
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            KUBE_ARGUMENT_SPEC,
             definitions=dict(type="list", elements="dict", required=True),
             field_manager=dict(type="str", required=True),
             force_conflicts=dict(type="bool", default=False),
             immutable_fields=dict(type="list", elements="str", default=[]),
             protect_data_keys=dict(type="list", elements="str", default=[], no_log=False),
             sensitive=dict(type="bool", default=False),
-            kubeconfig=dict(type="path"),
-            context=dict(type="str"),
             request_timeout=dict(type="float", default=20.0),
         ),
         supports_check_mode=True,
@@ -210,8 +206,7 @@ def main():
                     before_docs.append(dump(live))
                     after_docs.append(dump(applied))
     except KubeError as err:
-        where = f"context {params['context']}" if params["context"] else "the current context"
-        module.fail_json(msg=f"{where}: {err}", objects=results)
+        module.fail_json(msg=f"{describe_context(params['context'])}: {err}", objects=results)
     result = dict(changed=changed, objects=results)
     if module._diff and before_docs:
         result["diff"] = dict(before="---\n".join(before_docs), after="---\n".join(after_docs))

@@ -28,17 +28,9 @@ requirements:
   - python >= 3.9
   - PyYAML and urllib3 (both come with ansible-core); the kubernetes Python client only for
     kubeconfigs that log in through an exec or auth-provider plugin
+extends_documentation_fragment:
+  - icn.super_node.kube
 options:
-  kubeconfig:
-    description:
-      - Path of the kubeconfig file.
-      - Defaults to the E(KUBECONFIG) environment variable, else C(~/.kube/config).
-    type: path
-  context:
-    description:
-      - The kubeconfig context of the region's cluster, for example C(icn-eu-west).
-      - Defaults to the kubeconfig's current context.
-    type: str
   namespace:
     description: Namespace of the Super-Node workload.
     type: str
@@ -288,6 +280,7 @@ from ansible_collections.icn.super_node.plugins.module_utils.region_health impor
     check_clusters,
     check_region_health,
 )
+from ansible_collections.icn.super_node.plugins.module_utils.kube import describe_context
 
 
 def main() -> None:
@@ -299,10 +292,8 @@ def main() -> None:
     params = module.params
     if params["clusters"]:
         where = f"{len(params['clusters'])} cluster(s)"
-    elif params["context"]:
-        where = f"context {params['context']}"
     else:
-        where = "the kubeconfig's current context"
+        where = describe_context(params["context"])
     try:
         result = check_clusters(params) if params["clusters"] else check_region_health(params)
     except RegionHealthError as err:

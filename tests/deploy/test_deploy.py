@@ -6,9 +6,8 @@ import base64
 import json
 
 import pytest
-import yaml
 
-from labkit import LAB_DIR, REGIONS, snapshot
+from labkit import LAB_DIR, snapshot, unreachable_kubeconfig
 from playbook import local_inventory, run_playbook
 
 pytestmark = pytest.mark.multi
@@ -100,21 +99,6 @@ def test_no_key_reaches_the_output_even_at_vvv(lab, deployed, tmp_path):
             assert form not in run.output, f"the staking key of {region} leaked into the output"
 
 
-def lab_contexts():
-    return [c["name"] for c in yaml.safe_load((LAB_DIR / "kubeconfig").read_text())["contexts"]]
-
-
-def unreachable_kubeconfig(tmp_path):
-    """The lab's kubeconfig with eu-east's API server moved to a port where nothing listens."""
-    config = yaml.safe_load((LAB_DIR / "kubeconfig").read_text())
-    for cluster in config["clusters"]:
-        if cluster["name"] == "icn-eu-east":
-            cluster["cluster"]["server"] = "https://127.0.0.1:1"
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 # (id, inventory changes, extra args, the words the error must contain)
 BAD_INPUT = [
     ("unknown-region", {"host_vars": {"eu-north": {"super_node_kube_context": "icn-eu-west"}}}, [],
@@ -153,7 +137,7 @@ def test_bad_input_is_refused_before_any_cluster_changes(lab, deployed, tmp_path
     keys = json.loads((LAB_DIR / "staking-keys.json").read_text())
     kwargs = {"host_vars": change.get("host_vars"), "group_vars": dict(change.get("group_vars") or {})}
     if change.get("kubeconfig") == "unreachable":
-        kwargs["kubeconfig"] = unreachable_kubeconfig(tmp_path)
+        kwargs["kubeconfig"] = unreachable_kubeconfig(tmp_path, "icn-eu-east")
     if "drop_key" in change:
         kwargs["group_vars"]["super_node_staking_keys"] = {
             r: k for r, k in keys.items() if r != change["drop_key"]}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from labkit import REGIONS, icnlab, is_ready, snapshot, wait_for
+from labkit import REGIONS, icnlab, is_ready, snapshot, unreachable_kubeconfig, wait_for
 from playbook import local_inventory, run_playbook
 
 pytestmark = pytest.mark.multi
@@ -202,14 +202,7 @@ def test_a_degraded_region_stops_the_rollout_before_the_next_region(lab, at_v1, 
 
 
 def test_an_unreachable_region_stops_the_rollout_and_nothing_changes(lab, at_v1, tmp_path):
-    import yaml
-    from labkit import LAB_DIR
-    config = yaml.safe_load((LAB_DIR / "kubeconfig").read_text())
-    for cluster in config["clusters"]:
-        if cluster["name"] == "icn-latam":
-            cluster["cluster"]["server"] = "https://127.0.0.1:1"
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(config))
+    kubeconfig = unreachable_kubeconfig(tmp_path, "icn-latam")
     state = snapshot(lab)
     run = upgrade("v1.4.0", tmp_path, inventory=local_inventory(tmp_path, kubeconfig=kubeconfig))
     assert run.rc != 0
