@@ -11,5 +11,6 @@ else
   echo "deploy.yml does not exist yet: the lab is up, nothing is deployed"
 fi
 echo
-echo "The lab is still running. Try: kubectl --context icn-eu-west -n icn get pods -o wide"
+echo "The lab is still running. Look around with:"
+echo "  . scripts/env.sh && kubectl --context icn-eu-west -n icn get pods -o wide"
 echo "Stop it with: make lab-down"

@@ -11,8 +11,8 @@ version_added: "0.1.0"
 description:
   - At the end of the run, prints a table with one row per region (inventory host) and writes the
     same data as JSON.
-  - For each host it records the seconds from its first task to its last, the number of changed
-    tasks, the number of skipped tasks, and whether it failed or was unreachable, with the first
+  - For each host it records the seconds from its first task to its last in the last play it ran
+    in (its region's deploy or upgrade, not the preflight), the number of changed tasks, the number of skipped tasks, and whether it failed or was unreachable, with the first
     failure's task name and message (one line, at most 200 characters). A host that is in a play
     but never ran a task of the last play (a region a stopped rollout did not reach) is reported as C(not reached).
   - Playbooks add their own columns with M(ansible.builtin.set_stats), C(per_host=true), data key
@@ -155,6 +155,10 @@ class CallbackModule(CallbackBase):
     def _touch(self, host: str) -> HostRecord | None:
         record = self._hosts.get(host)
         if record is not None:
+            if self._play not in record.plays:
+                # SECONDS is the host's time in the last play it ran in (its region's deploy or
+                # upgrade), not in the preflight before it.
+                record.first_seen = None
             record.touch()
             record.plays.add(self._play)
         return record
