@@ -384,16 +384,23 @@ def cluster_pids(name: str) -> dict[str, int]:
 
 
 def alive(pid: int) -> bool:
+    """True while any thread of the process still runs.
+
+    A zombie is not alive, since this machine's init never reaps orphans. But the leader of a
+    multi-threaded process (every Go binary) shows Z as soon as its own thread exits, while
+    the other threads are still tearing down and still hold its sockets open: count it alive
+    until /proc/PID/task lists no thread but the leader."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie is not alive: read its state.
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            return True
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
         return False
 
@@ -614,7 +621,12 @@ def stop_pid(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    for _ in range(100):  # SIGKILL is delivered at once, but the threads take a moment to exit
+        if not alive(pid):
+            return
+        time.sleep(0.05)
+    log(f"pid {pid} still running 5 s after SIGKILL")
 
 
 def main(argv: list[str] | None = None) -> int:
