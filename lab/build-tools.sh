@@ -3,7 +3,7 @@
 # ${ICN_TOOLS_CACHE:-~/.cache/icn-super-node/tools}/<tool>-<version>/. A cached tool is reused as is,
 # so only the first run on a machine pays for the build.
 #
-#   lab/build-tools.sh [tool ...]     tools: kwok etcd kubernetes helm (default: all)
+#   lab/build-tools.sh [tool ...]     tools: every build_<tool> function below (default: all)
 #
 # Prints, last, one line per tool: NAME=path-to-its-bin-dir.
 set -euo pipefail
@@ -122,18 +122,16 @@ build_helm() {
   rm -rf "$m"; finish helm "$out"
 }
 
-tools=("$@"); [ ${#tools[@]} -gt 0 ] || tools=(kwok etcd kubernetes helm)
+# Every tool is a build_<tool> function and a bin_<tool> line; the default is all of them.
+bin_kwok() { echo "KWOK_BIN=$cache/kwok-$KWOK_VERSION/bin"; }
+bin_etcd() { echo "ETCD_BIN=$cache/etcd-$ETCD_VERSION/bin"; }
+bin_kubernetes() { echo "KUBE_BIN=$cache/kubernetes-$K8S_VERSION/bin"; }
+bin_helm() { echo "HELM_BIN=$cache/helm-$HELM_VERSION/bin"; }
+
+known=$(compgen -A function build_ | sed 's/^build_//' | tr '\n' ' ')
+tools=("$@"); [ ${#tools[@]} -gt 0 ] || read -r -a tools <<< "$known"
 for t in "${tools[@]}"; do
-  case $t in
-    kwok|etcd|kubernetes|helm) "build_$t" ;;
-    *) log "unknown tool '$t' (allowed: kwok etcd kubernetes helm)"; exit 2 ;;
-  esac
+  declare -F "build_$t" >/dev/null || { log "unknown tool '$t' (allowed: $known)"; exit 2; }
+  "build_$t"
 done
-for t in "${tools[@]}"; do
-  case $t in
-    kwok) echo "KWOK_BIN=$cache/kwok-$KWOK_VERSION/bin" ;;
-    etcd) echo "ETCD_BIN=$cache/etcd-$ETCD_VERSION/bin" ;;
-    kubernetes) echo "KUBE_BIN=$cache/kubernetes-$K8S_VERSION/bin" ;;
-    helm) echo "HELM_BIN=$cache/helm-$HELM_VERSION/bin" ;;
-  esac
-done
+for t in "${tools[@]}"; do "bin_$t"; done
