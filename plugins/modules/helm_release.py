@@ -50,6 +50,13 @@ options:
       icn.super_node.region_health, which knows what Ready means for a Super-Node region).
     type: int
     default: 0
+  initial_replicas:
+    description:
+      - On install only, start each StatefulSet of the release that the chart leaves without C(spec.replicas)
+        (because an HPA owns the count) at this many replicas instead of Kubernetes' default of one.
+      - The HPA would raise it to its minimum anyway, but only at its first sync (15 s by default), so a new
+        region would wait for it. Never lowers a count and never touches a release that already exists.
+    type: int
   kubeconfig:
     description: Path to the kubeconfig.
     type: path
@@ -117,6 +124,8 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.icn.super_node.plugins.module_utils.kube import KubeClient, KubeError
+
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
     Helm, HelmError, manifest_diff, plan, values_diff)
 
@@ -153,6 +162,36 @@ def rollback(module, helm, current):
     module.exit_json(**result)
 
 
+def unscaled_statefulsets(manifest):
+    """Names of the manifest's StatefulSets that have no spec.replicas."""
+    import yaml  # ships with ansible-core
+    names = []
+    for doc in yaml.safe_load_all(manifest or ""):
+        if (isinstance(doc, dict) and doc.get("kind") == "StatefulSet"
+                and "replicas" not in (doc.get("spec") or {})):
+            names.append(doc["metadata"]["name"])
+    return names
+
+
+def start_at(module, release, namespace, replicas):
+    """Raise each fresh StatefulSet of the release to `replicas` through its scale subresource."""
+    scaled = []
+    try:
+        with KubeClient(module.params["kubeconfig"], module.params["context"]) as kube:
+            for name in unscaled_statefulsets(release.get("manifest")):
+                path = "/apis/apps/v1/namespaces/%s/statefulsets/%s/scale" % (namespace, name)
+                scale = kube.get(path, "reading the scale of StatefulSet %s" % name)
+                if scale["spec"].get("replicas", 0) < replicas:
+                    kube.request("PATCH", path, "scaling StatefulSet %s" % name,
+                                 body={"spec": {"replicas": replicas}},
+                                 content_type="application/merge-patch+json")
+                    scaled.append(name)
+    except KubeError as err:
+        module.fail_json(msg="release %s is installed, but %s" % (release.get("name"), err),
+                         previous_revision=None, revision=release.get("version"))
+    return scaled
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -163,6 +202,7 @@ def main():
             create_namespace=dict(type="bool", default=False),
             history_max=dict(type="int", default=10),
             rollback_to=dict(type="str"),
+            initial_replicas=dict(type="int"),
             wait_timeout=dict(type="int", default=0),
             kubeconfig=dict(type="path"),
             context=dict(type="str"),
@@ -211,6 +251,8 @@ def main():
                                    wait_seconds=params["wait_timeout"])
             result["revision"] = release["version"]
             result["chart"] = chart_of(release)
+            if current is None and params["initial_replicas"]:
+                result["scaled"] = start_at(module, release, namespace, params["initial_replicas"])
     except HelmError as err:
         # The revision the release had before, so a caller can roll back to it.
         module.fail_json(msg="%s (release %s, context %s)" % (err, name, params["context"]),
