@@ -45,6 +45,7 @@ ARGUMENT_SPEC = dict(
     wait=dict(type="bool", default=False),
     wait_timeout=dict(type="float", default=300.0),
     poll_interval=dict(type="float", default=1.0),
+    hold_seconds=dict(type="float", default=0.0),
     request_timeout=dict(type="float", default=10.0),
     fail_on_unhealthy=dict(type="bool", default=True),
 )
@@ -84,8 +85,9 @@ def validate(params: dict) -> None:
     bad = [r for r in params["regions"] if not REGION_NAME.match(r)]
     if bad:
         raise RegionHealthError(f"regions must be lowercase DNS labels, not {', '.join(map(repr, bad))}")
-    if params["wait_timeout"] < 0:
-        raise RegionHealthError("wait_timeout must be 0 or more seconds")
+    for option in ("wait_timeout", "hold_seconds"):
+        if params[option] < 0:
+            raise RegionHealthError(f"{option} must be 0 or more seconds")
     for option in ("poll_interval", "request_timeout"):
         if params[option] <= 0:
             raise RegionHealthError(f"{option} must be more than 0 seconds")
@@ -353,14 +355,22 @@ def check_region_health(params: dict) -> dict:
                           require_disruption_allowed=params["require_disruption_allowed"])
     reader = NamespaceReader(params["kubeconfig"], params["context"], params["namespace"],
                              params["request_timeout"])
+    def judge() -> tuple[dict, bool]:
+        snap = reader.snapshot(params["regions"], params["secret_name"])
+        reports = {region: judge_region(region, snap, expect) for region in params["regions"]}
+        return reports, all(report["healthy"] for report in reports.values())
+
     try:
         while True:
-            snap = reader.snapshot(params["regions"], params["secret_name"])
-            reports = {region: judge_region(region, snap, expect) for region in params["regions"]}
-            healthy = all(report["healthy"] for report in reports.values())
+            reports, healthy = judge()
             if healthy or time.monotonic() + params["poll_interval"] > deadline:
                 break
             time.sleep(params["poll_interval"])
+        # Holding: healthy must stay healthy at every poll for hold_seconds (a soak).
+        hold_until = time.monotonic() + params["hold_seconds"]
+        while healthy and time.monotonic() < hold_until:
+            time.sleep(min(params["poll_interval"], max(hold_until - time.monotonic(), 0)))
+            reports, healthy = judge()
     finally:
         reader.close()
     return dict(regions=reports, healthy=healthy,

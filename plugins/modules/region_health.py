@@ -99,6 +99,12 @@ options:
     description: Seconds between two polls when O(wait=true).
     type: float
     default: 1.0
+  hold_seconds:
+    description:
+      - Once the regions are healthy, keep polling them for this many seconds (a soak); the first poll
+        that finds a region unhealthy ends the check, unhealthy. V(0) checks once.
+    type: float
+    default: 0
   request_timeout:
     description:
       - Seconds one API call may take (connect and read together); no call is retried.
@@ -301,6 +307,8 @@ def main() -> None:
 
     if params["fail_on_unhealthy"] and not result["healthy"]:
         waited = f" after waiting up to {params['wait_timeout']:g}s" if params["wait"] else ""
+        if params["hold_seconds"]:
+            waited += f"{' or' if params['wait'] else ''} within the {params['hold_seconds']:g}s hold"
         module.fail_json(msg=f"{where}: not healthy{waited}: " + "; ".join(result["problems"]),
                          changed=False, **result)
     module.exit_json(changed=False, **result)

@@ -290,6 +290,30 @@ def test_wait_returns_once_the_pods_turn_ready(broken_upgrade):
     assert result["elapsed"] > 2
 
 
+def test_hold_keeps_polling_and_fails_at_the_first_unhealthy_poll(workload):
+    # Healthy all along: the module returns healthy, after the hold.
+    held = region_health(workload.args(hold_seconds=3, poll_interval=0.5))
+    assert held["healthy"] is True and not held.get("failed")
+    assert held["elapsed"] >= 3
+
+    # Broken during the hold: the module fails well before the hold ends, naming the pod.
+    args = workload.args(expect_image_tag=GOOD_TAG, hold_seconds=120, poll_interval=0.5)
+    proc = subprocess.Popen(ansible_command(args), env=ansible_env(json_output=True), cwd=ROOT,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, "the module returned before its hold ended"
+        workload.set_image_tag(BROKEN_TAG)
+        stdout, stderr = proc.communicate(timeout=100)
+    finally:
+        proc.kill()
+    result = result_of(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    assert result["failed"] is True and result["healthy"] is False
+    assert "120s hold" in result["msg"]
+    assert any(f"{workload.name}-1" in problem for problem in result["problems"]), result["problems"]
+    assert result["elapsed"] < 100
+
+
 @pytest.fixture
 def frozen_port():
     """A port that accepts TCP connections (the kernel's backlog) and never answers: a hung
