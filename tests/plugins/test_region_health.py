@@ -268,19 +268,26 @@ def test_missing_pdb_and_staking_key_are_named_and_no_secret_value_is_shown(work
         assert value not in output, "a staking key value leaked into the output"
 
 
-def test_wait_returns_once_the_pods_turn_ready(broken_upgrade):
-    workload = broken_upgrade
-    args = workload.args(wait=True, wait_timeout=120, poll_interval=0.5)
+def region_health_meanwhile(args: dict, after: float, change) -> dict:
+    """Runs the module in the background, makes `change` once it has polled for `after` seconds
+    (asserting it is still running then), and returns its result."""
     proc = subprocess.Popen(ansible_command(args), env=ansible_env(json_output=True), cwd=ROOT,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(6)
-        assert proc.poll() is None, "the module returned while the region was unhealthy"
-        workload.set_image_tag(GOOD_TAG)  # roll back: pod -1 is replaced and turns Ready
+        time.sleep(after)
+        assert proc.poll() is None, f"the module returned within {after}s: {proc.communicate()}"
+        change()
         stdout, stderr = proc.communicate(timeout=150)
     finally:
         proc.kill()
-    result = result_of(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return result_of(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+
+
+def test_wait_returns_once_the_pods_turn_ready(broken_upgrade):
+    workload = broken_upgrade
+    # Rolled back while the module waits: pod -1 is replaced and turns Ready.
+    result = region_health_meanwhile(workload.args(wait=True, wait_timeout=120, poll_interval=0.5),
+                                     6, lambda: workload.set_image_tag(GOOD_TAG))
 
     assert result["healthy"] is True and result["problems"] == []
     report = result["regions"][workload.region]
@@ -297,17 +304,9 @@ def test_hold_keeps_polling_and_fails_at_the_first_unhealthy_poll(workload):
     assert held["elapsed"] >= 3
 
     # Broken during the hold: the module fails well before the hold ends, naming the pod.
-    args = workload.args(expect_image_tag=GOOD_TAG, hold_seconds=120, poll_interval=0.5)
-    proc = subprocess.Popen(ansible_command(args), env=ansible_env(json_output=True), cwd=ROOT,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        time.sleep(4)
-        assert proc.poll() is None, "the module returned before its hold ended"
-        workload.set_image_tag(BROKEN_TAG)
-        stdout, stderr = proc.communicate(timeout=100)
-    finally:
-        proc.kill()
-    result = result_of(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    result = region_health_meanwhile(
+        workload.args(expect_image_tag=GOOD_TAG, hold_seconds=120, poll_interval=0.5),
+        4, lambda: workload.set_image_tag(BROKEN_TAG))
     assert result["failed"] is True and result["healthy"] is False
     assert "120s hold" in result["msg"]
     assert any(f"{workload.name}-1" in problem for problem in result["problems"]), result["problems"]
