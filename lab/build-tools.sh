@@ -122,11 +122,58 @@ build_helm() {
   rm -rf "$m"; finish helm "$out"
 }
 
+# Istio: the proxy serves only pseudo-versions of istio.io/istio (no release tag), so istioctl is built
+# from one and the Helm charts (base, istiod, gateway) are copied from the same module's manifests/charts.
+# The release it corresponds to is in $out/RELEASE (from the module's VERSION file).
+build_istio() {
+  local out="$cache/istio-$ISTIO_MODULE_VERSION"
+  [ -x "$out/bin/istioctl" ] && [ -f "$out/charts/base/Chart.yaml" ] && return 0
+  log "building istioctl $ISTIO_MODULE_VERSION (slow: about 10 min on 2 cores)"
+  local m="$out.tmp/src"; scratch_module "$m"
+  (
+    cd "$m"
+    local dir
+    dir=$(go mod download -json "istio.io/istio@$ISTIO_MODULE_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    [ -n "$dir" ] || { log "cannot download istio.io/istio@$ISTIO_MODULE_VERSION"; exit 1; }
+    mkdir -p "$out.tmp/charts"
+    cp -r "$dir/manifests/charts/base" "$dir/manifests/charts/istio-control/istio-discovery" \
+      "$dir/manifests/charts/gateway" "$out.tmp/charts/"
+    chmod -R u+w "$out.tmp/charts"
+    # The module's VERSION file names the minor release its branch is building (Makefile.core.mk adds -dev).
+    local release
+    release="$(cat "$dir/VERSION")-dev"
+    echo "$release" > "$out.tmp/RELEASE"
+    go get "istio.io/istio@$ISTIO_MODULE_VERSION" >&2
+    local ld="-s -w -X istio.io/istio/pkg/version.buildVersion=$release+$ISTIO_MODULE_VERSION"
+    ld="$ld -X istio.io/istio/pkg/version.buildStatus=Clean -X istio.io/istio/pkg/version.buildTag=$ISTIO_MODULE_VERSION"
+    go build -trimpath -ldflags "$ld" -o "$out.tmp/bin/istioctl" istio.io/istio/istioctl/cmd/istioctl >&2
+  )
+  rm -rf "$m"; finish istio "$out"
+}
+
+# promtool only (the alert rules' checks and unit tests), not the Prometheus server. Go module v0.316.0 is
+# Prometheus v3.16.0 (v0.3XX.Y = v3.XX.Y). Tags as Prometheus' .promu.yml (netgo) plus remove_all_sd, which
+# drops the service-discovery plugins that rule checks never use. Cold: about 12 min on 2 busy cores (4 min CPU).
+build_prometheus() {
+  local out="$cache/prometheus-$PROMETHEUS_VERSION"
+  [ -x "$out/bin/promtool" ] && return 0
+  log "building promtool $PROMETHEUS_VERSION"
+  local m="$out.tmp/src"; scratch_module "$m"
+  local v=github.com/prometheus/common/version
+  (cd "$m" && go get "github.com/prometheus/prometheus@v$PROMETHEUS_VERSION" >&2 &&
+    go build -trimpath -tags "netgo remove_all_sd" \
+      -ldflags "-s -w -X $v.Version=$PROMETHEUS_VERSION -X $v.Branch=HEAD -X $v.BuildUser=icn-lab" \
+      -o "$out.tmp/bin/promtool" github.com/prometheus/prometheus/cmd/promtool >&2)
+  rm -rf "$m"; finish prometheus "$out"
+}
+
 # Every tool is a build_<tool> function and a bin_<tool> line; the default is all of them.
 bin_kwok() { echo "KWOK_BIN=$cache/kwok-$KWOK_VERSION/bin"; }
 bin_etcd() { echo "ETCD_BIN=$cache/etcd-$ETCD_VERSION/bin"; }
 bin_kubernetes() { echo "KUBE_BIN=$cache/kubernetes-$K8S_VERSION/bin"; }
 bin_helm() { echo "HELM_BIN=$cache/helm-$HELM_VERSION/bin"; }
+bin_prometheus() { echo "PROMETHEUS_BIN=$cache/prometheus-$PROMETHEUS_VERSION/bin"; }
+bin_istio() { echo "ISTIO_BIN=$cache/istio-$ISTIO_MODULE_VERSION/bin"; }
 
 known=$(compgen -A function build_ | sed 's/^build_//' | tr '\n' ' ')
 tools=("$@"); [ ${#tools[@]} -gt 0 ] || read -r -a tools <<< "$known"

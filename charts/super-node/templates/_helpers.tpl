@@ -148,6 +148,14 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/* "true" if the PrometheusRule is rendered (metrics.prometheusRule.enabled: auto|true|false). */}}
+{{- define "icn-super-node.prometheusRuleEnabled" -}}
+{{- $mode := toString .Values.metrics.prometheusRule.enabled -}}
+{{- if or (eq $mode "true") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule")) -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* "true" if Istio objects are rendered (istio.enabled: auto|true|false). */}}
 {{- define "icn-super-node.istioEnabled" -}}
 {{- $mode := toString .Values.istio.enabled -}}
