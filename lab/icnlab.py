@@ -5,7 +5,9 @@ Each region is a kwokctl cluster (binary runtime) made of etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler and the kwok controller, all built from
 source by lab/build-tools.sh. kwok stands in for the kubelets: it keeps fake nodes
 alive and moves pods through their lifecycle according to Stage objects that this
-script writes into each cluster.
+script writes into each cluster. lab/metrics_api.py, started here too, serves the metrics APIs
+(metrics.k8s.io, custom.metrics.k8s.io) that the HPA controller reads, from per-pod values that
+tests set in the ConfigMap kube-system/lab-metrics of each cluster.
 
     icnlab.py up [--regions N] [--topology multi|single] [--ready-delay-ms MS]
     icnlab.py status
@@ -421,6 +423,8 @@ def create_cluster(tools: Tools, name: str) -> None:
         "--quiet-pull",
         # Quick HPA decisions, so the autoscaling tests need not wait 15 s per sync.
         "--extra-args", "kube-controller-manager=horizontal-pod-autoscaler-sync-period=5s",
+        # No kube-proxy: the aggregator reaches the lab's metrics API at its Endpoints address.
+        "--extra-args", "kube-apiserver=enable-aggregator-routing=true",
         "--wait", "3m",
     ]
     log(f"starting cluster {name}")
@@ -456,7 +460,7 @@ def apply(tools: Tools, context: str, objs: list[dict]) -> None:
 
 
 def seed_cluster(tools: Tools, context: str, regions: list[str], topology: str,
-                 ready_delay_ms: int) -> None:
+                 ready_delay_ms: int, metrics: list[dict]) -> None:
     # The Stage CRD is created by kwokctl; wait until the API serves it.
     deadline = time.time() + 60
     while run(tools.kubectl_cmd(context, "get", "stages.kwok.x-k8s.io"), check=False).returncode:
@@ -464,7 +468,7 @@ def seed_cluster(tools: Tools, context: str, regions: list[str], topology: str,
             raise LabError(f"{context}: the kwok Stage API never appeared")
         time.sleep(1)
     apply(tools, context, stages(ready_delay_ms, [], topology))
-    apply(tools, context, nodes(regions, topology) + storage(regions, topology))
+    apply(tools, context, nodes(regions, topology) + storage(regions, topology) + metrics)
     # kwok acts on node events: a node created before kwok saw the new stages is nudged again.
     deadline = time.time() + 120
     while True:
@@ -479,6 +483,78 @@ def seed_cluster(tools: Tools, context: str, regions: list[str], topology: str,
         time.sleep(3)
         run(tools.kubectl_cmd(context, "annotate", "--overwrite", "node", *waiting,
                               f"lab.icn.network/nudged={int(time.time())}"), check=False)
+
+
+# --------------------------------------------------------------------------- metrics API
+
+METRICS_NAME = "lab-metrics"  # Service, Endpoints and ConfigMap in kube-system
+METRICS_DEFAULTS = {  # every pod's values until a test sets others (see lab/metrics_api.py)
+    "cpu": "10%", "memory": "10%", "network_bandwidth_utilization": "100M"}
+METRICS_APISERVICES = [("metrics.k8s.io", "v1beta1"), ("custom.metrics.k8s.io", "v1beta2"),
+                       ("custom.metrics.k8s.io", "v1beta1")]
+
+
+def host_ip() -> str:
+    """This machine's first non-loopback IPv4: Endpoints may not hold a loopback address."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+            ip = sock.getsockname()[0]
+        except OSError:
+            ip = ""
+    if not ip or ip.startswith("127."):
+        out = run(["hostname", "-I"], check=False).stdout.split()
+        ip = next((a for a in out if "." in a and not a.startswith("127.")), "")
+    if not ip:
+        raise LabError("no non-loopback IPv4 address here: the aggregator cannot reach the "
+                       "lab's metrics API")
+    return ip
+
+
+def start_metrics_api(clusters: dict[str, str]) -> tuple[int, dict[str, int]]:
+    """Starts lab/metrics_api.py for every cluster; returns its pid and {context: port}."""
+    ports_file = LAB / "metrics-api.ports.json"
+    ports_file.unlink(missing_ok=True)
+    pki = cluster_dir(next(iter(clusters.values()))) / "pki"
+    with open(LAB / "metrics-api.log", "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "lab" / "metrics_api.py"), "--kubeconfig", str(KUBECONFIG),
+             "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key"),
+             "--ports-file", str(ports_file), *clusters],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    deadline = time.time() + 20
+    while not ports_file.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            stop_pid(proc.pid)
+            raise LabError(f"the lab's metrics API did not start (see {LAB / 'metrics-api.log'})")
+        time.sleep(0.1)
+    return proc.pid, json.loads(ports_file.read_text())
+
+
+def metrics_objects(ip: str, port: int) -> list[dict]:
+    """What registers the metrics API of one cluster: APIServices, a Service without selector
+    and its Endpoints (this machine's address), and the ConfigMap of values."""
+    meta = {"name": METRICS_NAME, "namespace": "kube-system",
+            "labels": {"app.kubernetes.io/part-of": "icn-lab"}}
+    objs: list[dict] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": METRICS_DEFAULTS},
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
+         "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port}]}]},
+    ]
+    for group, version in METRICS_APISERVICES:
+        objs.append({
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": f"{version}.{group}",
+                         "labels": {"app.kubernetes.io/part-of": "icn-lab"}},
+            "spec": {"group": group, "version": version, "insecureSkipTLSVerify": True,
+                     "groupPriorityMinimum": 100,
+                     "versionPriority": 200 if version == "v1beta2" else 100,
+                     "service": {"namespace": "kube-system", "name": METRICS_NAME, "port": 443}},
+        })
+    return objs
 
 
 def write_staking_keys(regions: list[str]) -> None:
@@ -521,9 +597,13 @@ def cmd_up(args: argparse.Namespace) -> None:
     for name in clusters.values():
         create_cluster(tools, name)
     merge_kubeconfig(tools, clusters)
+    ip = host_ip()
+    state["metrics_api_pid"], ports = start_metrics_api(clusters)
+    save_state(state)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
         list(pool.map(lambda c: seed_cluster(tools, c, region_of[c], args.topology,
-                                             args.ready_delay_ms), clusters))
+                                             args.ready_delay_ms,
+                                             metrics_objects(ip, ports[c])), clusters))
     state["pids"] = {c: cluster_pids(n) for c, n in clusters.items()}
     state["started_seconds"] = round(time.time() - tools_ready, 1)
     save_state(state)
@@ -602,6 +682,8 @@ def cmd_down(_args: argparse.Namespace) -> None:
         recorded = state.get("pids", {})
         for pid in set(pids.values()) | {p for c in recorded.values() for p in c.values()}:
             stop_pid(pid)
+    if state.get("metrics_api_pid"):
+        stop_pid(state["metrics_api_pid"])
     import shutil
     shutil.rmtree(LAB, ignore_errors=True)
     log("lab down")

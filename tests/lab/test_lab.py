@@ -3,6 +3,7 @@ volumes and anti-affinity, PDB-guarded evictions during drains, stable pod ident
 clean shutdown. Everything here talks to the lab's real API servers."""
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -198,6 +199,9 @@ def test_lab_down_leaves_no_process_and_no_listening_port(tmp_path):
     state = lab_state(lab_dir)
     pids = [pid for comp in state["pids"].values() for pid in comp.values()]
     assert len(pids) >= 5, f"etcd, apiserver, controller-manager, scheduler, kwok: {state['pids']}"
+    pids.append(state["metrics_api_pid"])  # the lab's metrics API (lab/metrics_api.py)
+    metrics_port = json.loads((lab_dir / "metrics-api.ports.json").read_text())["icn-na-west"]
+    assert metrics_port in listening_ports()
     server = next(iter((Cluster("icn-na-west", lab_dir / "kubeconfig").api.configuration.host,)))
     port = int(server.rsplit(":", 1)[1])
     assert port in listening_ports()
@@ -206,7 +210,7 @@ def test_lab_down_leaves_no_process_and_no_listening_port(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     alive = [pid for pid in pids if running(pid)]
     assert not alive, f"lab processes still running after down: {alive}"
-    assert port not in listening_ports()
+    assert port not in listening_ports() and metrics_port not in listening_ports()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     assert not lab_dir.exists()

@@ -157,15 +157,24 @@ def test_the_replica_count_set_by_the_autoscaler_survives_an_upgrade(lab, at_v1,
     region = REGIONS[0]
     c = lab[region]
     name = f"icn-super-node-{region}"
-    # Without metrics the HPA keeps whatever count lies within [min, max]: 4 stands for a count
-    # the HPA chose under load (the bandwidth tests drive the real HPA).
-    c.apps.patch_namespaced_stateful_set_scale(name, NS, {"spec": {"replicas": 4}})
-    wait_for(lambda: len(c.ready_pods(NS, f"icn.network/region={region}")) == 4, 60, "4 Ready pods")
-    run = upgrade("v1.3.0", tmp_path, "--limit", region)
-    assert run.rc == 0, run.output[-5000:]
-    assert c.apps.read_namespaced_stateful_set(name, NS).spec.replicas == 4
-    pods = c.ready_pods(NS, f"icn.network/region={region}")
-    assert len(pods) == 4 and {tag_of(p.spec.containers[0].image) for p in pods} == {"v1.3.0"}
+    # The lab's metrics API: every pod of the region reports 840M, within the HPA's 10% tolerance
+    # of its 800M target, so the HPA keeps the count it has, also while the upgrade replaces a pod
+    # (it then counts one pod fewer). tests/autoscaling drive the HPA from 2 to 4 and 8.
+    key = f"{NS}.{name}.network_bandwidth_utilization"
+    c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": {key: "840M"}})
+    try:
+        c.apps.patch_namespaced_stateful_set_scale(name, NS, {"spec": {"replicas": 4}})
+        wait_for(lambda: len(c.ready_pods(NS, f"icn.network/region={region}")) == 4, 60, "4 Ready pods")
+        hpa = lambda: c.autoscaling.read_namespaced_horizontal_pod_autoscaler(name, NS).status  # noqa: E731
+        wait_for(lambda: hpa().desired_replicas == 4 and hpa().current_metrics, 30, "the HPA wants 4")
+        run = upgrade("v1.3.0", tmp_path, "--limit", region)
+        assert run.rc == 0, run.output[-5000:]
+        assert c.apps.read_namespaced_stateful_set(name, NS).spec.replicas == 4
+        assert hpa().desired_replicas == 4
+        pods = c.ready_pods(NS, f"icn.network/region={region}")
+        assert len(pods) == 4 and {tag_of(p.spec.containers[0].image) for p in pods} == {"v1.3.0"}
+    finally:
+        c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": {key: None}})
     c.apps.patch_namespaced_stateful_set_scale(name, NS, {"spec": {"replicas": 2}})
     wait_for(lambda: len(c.pods(NS, f"icn.network/region={region}")) == 2, 60, "back to 2 pods")
     pvcs = [p.metadata.name for p in c.core.list_namespaced_persistent_volume_claim(NS).items]

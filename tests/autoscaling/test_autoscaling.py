@@ -1,0 +1,227 @@
+"""Autoscaling on bandwidth, end to end, against the multi-cluster lab.
+
+The lab's metrics API (lab/metrics_api.py) serves per-pod values that the tests set in the
+ConfigMap kube-system/lab-metrics of a region; kube-controller-manager's real HPA controller reads
+them through the aggregator every 5 s and scales the region's StatefulSet. The Super-Nodes are
+deployed by deploy.yml (with the monitoring role) as an operator would, with short HPA periods so
+that a scale-down does not take ten minutes.
+
+What the lab cannot show: no traffic flows and no Prometheus or prometheus-adapter runs; the
+values are what the tests say the pods measure.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from kubernetes.client.rest import ApiException
+
+from labkit import ROOT, wait_for
+from playbook import local_inventory, run_playbook
+
+pytestmark = pytest.mark.multi
+NS = "icn"
+METRIC = "network_bandwidth_utilization"
+# Short HPA periods for the tests: scale up at once, at most 2 pods per 20 s; scale down 20 s
+# after the load dropped, all the way at once. (The chart's defaults: 60 s / 600 s windows.)
+SCALE_DOWN_WINDOW = 20
+BEHAVIOR = {"scaleUp": {"stabilizationWindowSeconds": 0, "podsPerPeriod": 2, "periodSeconds": 20},
+            "scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW, "podsPerPeriod": 8,
+                          "periodSeconds": 15}}
+
+
+@pytest.fixture(scope="module")
+def lab(lab_manager):
+    return {ctx.removeprefix("icn-"): c for ctx, c in lab_manager.ensure("multi").items()}
+
+
+def inventory(tmp_path, lab):
+    """inventories/local for the lab's regions, with the tests' HPA behaviour."""
+    values = {}
+    for f in sorted((ROOT / "inventories/local/group_vars/super_nodes").glob("*.yml")):
+        values.update((yaml.safe_load(f.read_text()) or {}).get("super_node_chart_values") or {})
+    values = {**values, "autoscaling": {"behavior": BEHAVIOR}}
+    return local_inventory(tmp_path, regions=list(lab),
+                           group_vars={"super_node_chart_values": values})
+
+
+@pytest.fixture(scope="module")
+def deployed(lab, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("autoscaling")
+    inv = inventory(tmp, lab)
+    for c in lab.values():  # every pod at the lab's defaults (100M, 10% CPU)
+        reset_metrics(c)
+    run = run_playbook("deploy.yml", inv, tmp_path=tmp)
+    print(f"\ndeploy.yml on {len(lab)} regions: {run.seconds:.1f}s")
+    assert run.rc == 0, run.output[-6000:]
+    yield inv, run
+    # Leave the regions as deploy.yml makes them: 2 pods, 2 volumes, default values.
+    for region, c in lab.items():
+        reset_metrics(c)
+        name = f"icn-super-node-{region}"
+        wait_for(lambda: len(c.pods(NS, f"icn.network/region={region}")) == 2, 120,
+                 f"{region} back to 2 pods")
+        keep = {f"data-{name}-0", f"data-{name}-1"}
+        for pvc in c.core.list_namespaced_persistent_volume_claim(NS).items:
+            if pvc.metadata.name not in keep:
+                c.core.delete_namespaced_persistent_volume_claim(pvc.metadata.name, NS)
+        wait_for(lambda: len(c.core.list_namespaced_persistent_volume_claim(NS).items) == 2, 60,
+                 f"{region}: extra volume claims gone")
+
+        def recycled():
+            c.recycle_volumes(NS)
+            return not [pv for pv in c.core.list_persistent_volume().items
+                        if pv.status.phase == "Released"]
+        wait_for(recycled, 60, f"{region}: the released volumes back in the pool")
+
+def reset_metrics(c) -> None:
+    """Removes every value a test set; the lab's defaults remain."""
+    cm = c.core.read_namespaced_config_map("lab-metrics", "kube-system")
+    extra = {k: None for k in (cm.data or {}) if k not in ("cpu", "memory", METRIC)}
+    if extra:
+        c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": extra})
+
+
+def set_bandwidth(c, region: str, value: str | None) -> None:
+    """Every pod of the region's StatefulSet reports `value` (None: the lab's default, 100M)."""
+    c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": {
+        f"{NS}.icn-super-node-{region}.{METRIC}": value}})
+
+
+def replicas(c, region: str) -> int:
+    return c.apps.read_namespaced_stateful_set(f"icn-super-node-{region}", NS).spec.replicas
+
+
+def ready_with_bound_volumes(c, region: str, count: int) -> bool:
+    name = f"icn-super-node-{region}"
+    pods = c.ready_pods(NS, f"icn.network/region={region}")
+    pvcs = {p.metadata.name: p.status.phase
+            for p in c.core.list_namespaced_persistent_volume_claim(NS).items}
+    return (replicas(c, region) == count and len(pods) == count
+            and all(pvcs.get(f"data-{p.metadata.name}") == "Bound" for p in pods))
+
+
+def hpa(c, region: str):
+    return c.autoscaling.read_namespaced_horizontal_pod_autoscaler(f"icn-super-node-{region}", NS)
+
+
+def test_the_hpa_reads_the_lab_metrics_api(lab, deployed):
+    """Every region's HPA gets both metrics from the lab's APIs: 100M against 800M, CPU 10%."""
+    for region, c in lab.items():
+        def current():
+            metrics = {m.type: m for m in hpa(c, region).status.current_metrics or []}
+            return metrics if {"Pods", "Resource"} <= set(metrics) else None
+        metrics = wait_for(current, 60, f"{region}: the HPA's current metrics")
+        assert metrics["Pods"].pods.metric.name == METRIC
+        assert metrics["Pods"].pods.current.average_value == "100M"
+        assert metrics["Resource"].resource.current.average_utilization == 10
+        spec = hpa(c, region).spec
+        assert spec.metrics[1].pods.target.average_value == "800M", "80% of 1 Gbps"
+        assert (spec.min_replicas, spec.max_replicas) == (2, 8)
+        assert deployed[1].summary["regions"][region]["autoscaling"] == "bandwidth+cpu"
+
+
+def test_bandwidth_scales_one_region_up_to_4_then_8_and_back_to_2_keeping_volumes(lab, deployed):
+    region, *others = list(lab)
+    c = lab[region]
+    before = {r: lab[r].apps.read_namespaced_stateful_set(f"icn-super-node-{r}", NS).metadata.generation
+              for r in others}
+    assert replicas(c, region) == 2
+    try:
+        # 900M per pod, over the 800M target: the HPA adds pods, at most 2 per period (the
+        # scale-up policy), so it gets to 4 first.
+        set_bandwidth(c, region, "900M")
+        started = time.monotonic()
+        wait_for(lambda: replicas(c, region) >= 4, 60, f"{region} scaled to 4")
+        up_seconds = time.monotonic() - started
+        # 840M per pod: within the HPA's 10% tolerance of 800M, so it keeps 4, also while a new
+        # pod is not Running yet (the HPA then counts fewer pods).
+        set_bandwidth(c, region, "840M")
+        assert replicas(c, region) == 4, "at most 2 pods per scale-up period"
+        wait_for(lambda: ready_with_bound_volumes(c, region, 4), 60, "4 Ready pods, volumes Bound")
+        time.sleep(12)  # two more HPA syncs
+        assert replicas(c, region) == 4 and hpa(c, region).status.desired_replicas == 4
+
+        # More load: 1.6G per pod wants 8 pods, the maximum (8 nodes per region).
+        set_bandwidth(c, region, "1600M")
+        wait_for(lambda: ready_with_bound_volumes(c, region, 8), 120, "8 Ready pods, volumes Bound")
+        time.sleep(6)
+        assert replicas(c, region) == 8 and hpa(c, region).status.desired_replicas == 8
+        limited = {x.type: x for x in hpa(c, region).status.conditions}["ScalingLimited"]
+        assert limited.status == "True" and limited.reason == "TooManyReplicas"
+
+        # Back to 100M: 2 pods, but not before the scale-down stabilization window.
+        set_bandwidth(c, region, "100M")
+        dropped = time.monotonic()
+        wait_for(lambda: replicas(c, region) < 8, SCALE_DOWN_WINDOW + 30, "the scale-down")
+        down_after = time.monotonic() - dropped
+        wait_for(lambda: ready_with_bound_volumes(c, region, 2), 60, "2 Ready pods")
+        wait_for(lambda: len(c.pods(NS, f"icn.network/region={region}")) == 2, 60, "2 pods left")
+    finally:
+        set_bandwidth(c, region, None)
+    print(f"\n{region}: 2 -> 4 in {up_seconds:.1f}s; scale-down began {down_after:.1f}s after "
+          f"the load dropped (window {SCALE_DOWN_WINDOW}s)")
+    # The last high recommendation can be one HPA sync (5 s) plus the lab's 1 s cache older than
+    # the drop, so the window may end up to 6 s after it.
+    assert down_after >= SCALE_DOWN_WINDOW - 7, "scaled down before the stabilization window"
+    name = f"icn-super-node-{region}"
+    pvcs = {p.metadata.name: p.status.phase
+            for p in c.core.list_namespaced_persistent_volume_claim(NS).items}
+    assert pvcs == {f"data-{name}-{i}": "Bound" for i in range(8)}, \
+        "the volumes of the removed pods are kept"
+    after = {r: lab[r].apps.read_namespaced_stateful_set(f"icn-super-node-{r}", NS).metadata.generation
+             for r in others}
+    assert after == before, "the other regions' StatefulSets were never scaled"
+    assert all(replicas(lab[r], r) == 2 for r in others)
+
+
+def apiservices(c, group: str) -> list[dict]:
+    items = c.custom.list_cluster_custom_object("apiregistration.k8s.io", "v1", "apiservices")["items"]
+    return [a for a in items if a["spec"].get("group") == group]
+
+
+def test_without_custom_metrics_api_the_hpa_falls_back_to_cpu(lab, deployed, tmp_path):
+    """A region whose cluster serves no custom.metrics.k8s.io gets a CPU-only HPA, and the run
+    says so; once the API is back, the next run scales on bandwidth again."""
+    region = list(lab)[-1]
+    c = lab[region]
+    inv = deployed[0]
+    saved = apiservices(c, "custom.metrics.k8s.io")
+    assert len(saved) == 2
+    for svc in saved:
+        c.custom.delete_cluster_custom_object("apiregistration.k8s.io", "v1", "apiservices",
+                                              svc["metadata"]["name"])
+    try:
+        run = run_playbook("deploy.yml", inv, "--limit", region, tmp_path=tmp_path)
+        assert run.rc == 0, run.output[-5000:]
+        assert f"icn-{region} serves no custom.metrics.k8s.io" in run.output
+        assert run.summary["regions"][region]["autoscaling"] == "cpu only: no custom metrics API"
+        metrics = hpa(c, region).spec.metrics
+        assert [(m.type, m.resource.name) for m in metrics if m.resource] == [("Resource", "cpu")]
+        assert len(metrics) == 1
+        # The CPU-only HPA works: 95% CPU on every pod scales the region up.
+        c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": {
+            f"{NS}.icn-super-node-{region}.cpu": "95%"}})
+        wait_for(lambda: replicas(c, region) > 2, 60, f"{region} scaled up on CPU")
+    finally:
+        reset_metrics(c)
+        for svc in saved:
+            body = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                    "metadata": {"name": svc["metadata"]["name"],
+                                 "labels": svc["metadata"].get("labels") or {}},
+                    "spec": svc["spec"]}
+            try:
+                c.custom.create_cluster_custom_object("apiregistration.k8s.io", "v1",
+                                                      "apiservices", body)
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+    wait_for(lambda: all(any(x["type"] == "Available" and x["status"] == "True"
+                             for x in (a.get("status") or {}).get("conditions") or [])
+                         for a in apiservices(c, "custom.metrics.k8s.io")), 60,
+             "custom.metrics.k8s.io Available again")
+    run = run_playbook("deploy.yml", inv, "--limit", region, tmp_path=tmp_path)
+    assert run.rc == 0, run.output[-5000:]
+    assert run.summary["regions"][region]["autoscaling"] == "bandwidth+cpu"
+    assert [m.type for m in hpa(c, region).spec.metrics] == ["Resource", "Pods"]
