@@ -24,7 +24,8 @@ extends_documentation_fragment:
 options:
   definitions:
     description: The objects, in order. Kinds known to this module are Namespace, Secret,
-      ConfigMap and StorageClass.
+      ConfigMap, StorageClass, Deployment,
+      and Istio's PeerAuthentication (security.istio.io/v1) and Gateway (networking.istio.io/v1).
     type: list
     elements: dict
     required: true
@@ -100,6 +101,9 @@ KINDS = {
     "Secret": ("/api/v1", "secrets", True),
     "ConfigMap": ("/api/v1", "configmaps", True),
     "StorageClass": ("/apis/storage.k8s.io/v1", "storageclasses", False),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+    "PeerAuthentication": ("/apis/security.istio.io/v1", "peerauthentications", True),
+    "Gateway": ("/apis/networking.istio.io/v1", "gateways", True),
 }
 # Fields the server fills in or bumps, left out when comparing.
 VOLATILE = ("resourceVersion", "managedFields", "generation", "creationTimestamp", "uid")

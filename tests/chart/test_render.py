@@ -398,7 +398,7 @@ def test_istio_objects_only_with_istio():
     assert not [d for d in render() if d["apiVersion"].startswith("networking.istio.io")]
     docs = render(*ISTIO)
     assert len(of_kind(docs, "VirtualService")) == 1
-    assert set(by_name(docs, "DestinationRule")) == {f"icn-super-node-{r}" for r in REGIONS}
+    assert set(by_name(docs, "DestinationRule")) == {f"icn-super-node-{r}" for r in REGIONS} | {"super-node"}
     assert not of_kind(render(*ISTIO, "--set", "istio.enabled=false"), "VirtualService")
 
 
@@ -417,7 +417,9 @@ def test_virtual_service_weights_sum_to_100(regions):
         for dest in route["route"]:
             assert dest["destination"]["host"] in clients
     *by_region, default = http
-    assert "match" not in default and len(default["route"]) == len(regions)
+    assert "match" not in default
+    assert [(d["destination"]["host"], d["weight"]) for d in default["route"]] == \
+        [(f"super-node.{NAMESPACE}.svc.cluster.local", 100)]
     assert [m["match"][0]["headers"]["x-client-region"]["exact"] for m in by_region] == regions
     for r, rule in zip(regions, by_region):
         nearest = next((n for n in neighbours()[r] if n in regions), None)
@@ -433,7 +435,7 @@ def test_mesh_routing_owned_by_one_release():
     assert len(of_kind(off, "DestinationRule")) == 7
     owner = render(*ISTIO, "--set", "global.regions={na-west}", "--set", "istio.meshRouting.regions=all")
     (vs,) = of_kind(owner, "VirtualService")
-    assert len(vs["spec"]["http"]) == 8 and len(vs["spec"]["http"][-1]["route"]) == 7
+    assert len(vs["spec"]["http"]) == 8 and len(vs["spec"]["http"][-1]["route"]) == 1
     assert len(of_kind(owner, "StatefulSet")) == 1
     mesh = by_name(owner, "Service")["super-node"]
     assert mesh["spec"]["selector"] == {"app.kubernetes.io/name": "icn-super-node"}
@@ -441,12 +443,42 @@ def test_mesh_routing_owned_by_one_release():
 
 def test_destination_rules_fail_over_to_the_nearest_neighbour():
     for dr in of_kind(render(*ISTIO), "DestinationRule"):
+        if dr["metadata"]["name"] == "super-node":
+            continue  # the mesh-wide host: test_mesh_destination_rule_is_locality_aware
         r = region_of(dr)
         assert dr["spec"]["host"] == f"icn-super-node-{r}.{NAMESPACE}.svc.cluster.local"
         tp = dr["spec"]["trafficPolicy"]
         assert set(tp["connectionPool"]) == {"tcp", "http"}
         assert {"consecutive5xxErrors", "interval", "baseEjectionTime"} <= set(tp["outlierDetection"])
         assert tp["loadBalancer"]["localityLbSetting"]["failover"] == [{"from": r, "to": neighbours()[r][0]}]
+
+
+@pytest.mark.parametrize("regions", [REGIONS, ["eu-west", "apac"], ["latam"]], ids=lambda r: f"{len(r)}-regions")
+def test_mesh_destination_rule_is_locality_aware(regions):
+    docs = render(*ISTIO, "--set", "global.regions={" + ",".join(regions) + "}")
+    dr = by_name(docs, "DestinationRule")["super-node"]
+    assert dr["spec"]["host"] == f"super-node.{NAMESPACE}.svc.cluster.local"
+    tp = dr["spec"]["trafficPolicy"]
+    assert set(tp["connectionPool"]) == {"tcp", "http"}
+    assert tp["outlierDetection"]["consecutive5xxErrors"] > 0
+    lb = tp["loadBalancer"]["localityLbSetting"]
+    want = [{"from": r, "to": next(n for n in neighbours()[r] if n in regions)}
+            for r in regions if len(regions) > 1]
+    assert lb["enabled"] is True and lb.get("failover", []) == want
+
+
+def test_remote_regions_get_a_client_service_without_local_pods():
+    docs = render(*ISTIO, "--set", "global.regions={eu-west}", "--set", "istio.meshRouting.regions=all",
+                  "--set", "istio.meshRouting.remoteRegions={eu-west,eu-east,apac}")
+    services = by_name(docs, "Service")
+    for r in ("eu-east", "apac"):
+        svc = services[f"icn-super-node-{r}"]
+        assert svc["metadata"]["labels"]["icn.network/service"] == "remote-client"
+        assert svc["spec"]["selector"] == {"app.kubernetes.io/name": "icn-super-node", "icn.network/region": r}
+    # the local region keeps its own client Service (not a second one), and no workload for the others
+    assert services["icn-super-node-eu-west"]["metadata"]["labels"]["icn.network/service"] == "client"
+    assert [s["metadata"]["name"] for s in of_kind(docs, "StatefulSet")] == ["icn-super-node-eu-west"]
+    assert "icn-super-node-na-west" not in services
 
 
 def test_neighbour_table_is_complete():
