@@ -35,6 +35,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import ssl
 import sys
@@ -315,7 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with open(args.kubeconfig) as handle:
         config = json.load(handle)
-    tmpdir = tempfile.mkdtemp(prefix="icn-lab-metrics-")
+    # The clusters' client keys, written out for the TLS library: inside the lab's own folder (which
+    # `icnlab down` removes) and removed on SIGTERM, never left in /tmp.
+    tmpdir = tempfile.mkdtemp(prefix="metrics-api-", dir=os.path.dirname(os.path.abspath(args.ports_file)))
+    try:
+        return serve(args, config, tmpdir)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def serve(args: argparse.Namespace, config: dict, tmpdir: str) -> int:
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(args.cert, args.key)
     ports = {}
