@@ -60,6 +60,7 @@ class Helm:
             "status": status["info"]["status"],
             "manifest": status.get("manifest", ""),
             "values": status.get("config") or {},
+            "chart": status.get("chart"),
         }
 
     def history(self, name, namespace, max_entries=20):
@@ -94,11 +95,60 @@ class Helm:
             os.unlink(path)
         return json.loads(proc.stdout)
 
+    def template(self, name, namespace, chart, values, kube_version, api_versions):
+        """The chart rendered locally, as an upgrade of the release would render it, with the
+        cluster's version and APIs standing in for a server's Capabilities."""
+        path = self._values_file(values)
+        try:
+            args = ["template", name, chart, "--namespace", namespace, "--values", path,
+                    "--is-upgrade", "--kube-version", kube_version]
+            for api in api_versions:
+                args += ["--api-versions", api]
+            return self.run(args).stdout
+        finally:
+            os.unlink(path)
+
     def rollback(self, name, namespace, revision, wait_seconds=None):
         args = ["rollback", name, str(revision), "--namespace", namespace]
         if wait_seconds:
             args += ["--wait", "--timeout", "%ds" % wait_seconds]
         self.run(args, timeout=(wait_seconds or 0) + self.timeout)
+
+
+AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+def cluster_capabilities(kube):
+    """(kube version, API versions as Helm's Capabilities lists them: every group/version and
+    group/version/Kind), from the aggregated discovery of /api and /apis: two requests. None when
+    the cluster does not serve aggregated discovery v2 (Kubernetes before 1.30)."""
+    version = kube.get("/version", "reading the cluster's version")["gitVersion"]
+    apis = []
+    for path in ("/api", "/apis"):
+        doc = kube.request("GET", path, "reading the cluster's APIs", accept=AGGREGATED_DISCOVERY)
+        if not isinstance(doc, dict) or doc.get("kind") != "APIGroupDiscoveryList":
+            return None
+        for group in doc.get("items") or []:
+            prefix = group.get("metadata", {}).get("name", "")
+            for ver in group.get("versions") or []:
+                gv = "%s/%s" % (prefix, ver["version"]) if prefix else ver["version"]
+                apis.append(gv)
+                for res in ver.get("resources") or []:
+                    kind = (res.get("responseKind") or {}).get("kind")
+                    if kind:
+                        apis.append("%s/%s" % (gv, kind))
+    return version, sorted(set(apis))
+
+
+def chart_uses_lookup(chart):
+    """Whether any template calls lookup: its output depends on live objects that only a server
+    side render sees."""
+    for root, _dirs, files in os.walk(os.path.join(chart, "templates")):
+        for name in files:
+            with open(os.path.join(root, name), errors="replace") as handle:
+                if re.search(r"\blookup\b", handle.read()):
+                    return True
+    return False
 
 
 _SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)

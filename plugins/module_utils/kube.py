@@ -158,10 +158,10 @@ class KubeClient:
 
     def request(self, method: str, path: str, what: str, query: dict | None = None,
                 body: dict | None = None, content_type: str = "application/json",
-                missing_ok: bool = False):
+                missing_ok: bool = False, accept: str = "application/json"):
         """One request; returns the decoded JSON (None for a 404 when missing_ok)."""
         url = self.host + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": "application/json", **self._auth_headers()}
+        headers = {"Accept": accept, **self._auth_headers()}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type

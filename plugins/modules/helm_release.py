@@ -13,6 +13,10 @@ short_description: Install, upgrade or roll back one Helm release, changing noth
 description:
   - Renders the chart with a server-side dry run and compares the rendered objects and the user values with
     the deployed release. Only a real difference makes a new revision, so a second run reports no change.
+  - On a rerun with the same values it first renders the chart locally (C(helm template)) with the cluster's
+    version and APIs from its aggregated discovery (two requests); when that gives the deployed manifest
+    exactly, the release is unchanged without a server-side dry run. Any difference, a chart that calls
+    C(lookup), or a cluster without aggregated discovery falls back to the dry run.
   - Unlike C(kubernetes.core.helm) without the helm-diff plugin, a changed template under an unchanged chart
     version is detected, and C(--check --diff) shows the object-by-object manifest diff and the values diff.
   - With O(rollback_to), rolls the release back to that revision instead.
@@ -127,7 +131,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.icn.super_node.plugins.module_utils.kube import KubeClient, KubeError
 
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
-    Helm, HelmError, manifest_diff, plan, values_diff)
+    Helm, HelmError, chart_uses_lookup, cluster_capabilities, manifest_diff, normalise_manifest, plan,
+    values_diff)
 
 
 def chart_of(release):
@@ -192,6 +197,26 @@ def start_at(module, release, namespace, replicas):
     return scaled
 
 
+def renders_as_deployed(module, helm, current, values):
+    """The fast path of a rerun: the chart rendered locally, with the cluster's version and APIs,
+    gives exactly the deployed manifest. A server-side dry run is needed only when it does not (or
+    when the chart calls lookup, or the cluster has no aggregated discovery): any doubt falls back
+    to it, so a difference is never missed."""
+    params = module.params
+    if chart_uses_lookup(params["chart_ref"]):
+        return False
+    try:
+        with KubeClient(params["kubeconfig"], params["context"]) as kube:
+            caps = cluster_capabilities(kube)
+        if caps is None:
+            return False
+        rendered = helm.template(params["name"], params["namespace"], params["chart_ref"], values,
+                                 caps[0], caps[1])
+    except (KubeError, HelmError, KeyError, ValueError):
+        return False
+    return normalise_manifest(rendered) == normalise_manifest(current["manifest"])
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -223,7 +248,11 @@ def main():
         if params["rollback_to"]:
             rollback(module, helm, current)
         values = json.loads(json.dumps(params["values"]))  # as Helm stores them
-        if current is not None and current["values"] == values or module._diff:
+        same_values = current is not None and current["values"] == values
+        if (same_values and current["status"] == "deployed" and not module._diff
+                and renders_as_deployed(module, helm, current, params["values"])):
+            desired = {"config": values, "manifest": current["manifest"], "chart": current["chart"]}
+        elif same_values or module._diff:
             # Same values: only rendering the chart tells whether its objects changed.
             desired = helm.upgrade(name, namespace, params["chart_ref"], params["values"],
                                    dry_run=True, history_max=params["history_max"])

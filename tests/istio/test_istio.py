@@ -356,3 +356,18 @@ def test_deploy_refuses_to_move_the_namespace_to_another_revision(lab, inventory
     for c in lab.values():
         assert c.core.read_namespace(NS).metadata.labels["istio.io/rev"] == REVISION
         assert "istiod-1-32" not in helm_revisions(c)
+
+
+def test_an_explicit_upgrade_installs_the_new_revision_beside_the_old_and_moves_the_namespace(
+        lab, inventory, deployed, tmp_path):
+    """-e istio_upgrade=true: the revision-based step. Runs last: it leaves the lab on 1-32."""
+    run = run_playbook("deploy.yml", inventory, "-e", "istio_release=1.32.0", "-e", "istio_upgrade=true",
+                       tmp_path=tmp_path)
+    assert run.rc == 0, run.output[-5000:]
+    for region, c in lab.items():
+        releases = helm_revisions(c)
+        assert {"istiod-1-31", "istiod-1-32"} <= set(releases), (region, releases)
+        assert c.core.read_namespace(NS).metadata.labels["istio.io/rev"] == "1-32", region
+        # The old revision's istiod keeps serving the pods not yet restarted; nothing was removed.
+        deployments = {d.metadata.name for d in c.apps.list_namespaced_deployment(ISTIO_NS).items}
+        assert {"istiod-1-31", "istiod-1-32"} <= deployments, (region, deployments)

@@ -1,0 +1,63 @@
+"""icn.super_node.helm_release against a lab API server, run as Ansible runs it: a rerun with the
+same values and chart is unchanged (its local-render fast path), and a template edited without a
+chart version bump is still seen as a change."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit import ROOT
+
+pytestmark = pytest.mark.multi
+
+ANSIBLE = Path(sys.executable).with_name("ansible")
+
+
+def helm_release(args: dict, *extra: str) -> dict:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    proc = subprocess.run([str(ANSIBLE), "localhost", "-m", "icn.super_node.helm_release",
+                           "-a", json.dumps(args), *extra],
+                          env=env, cwd=ROOT, text=True, capture_output=True, timeout=300)
+    out = proc.stdout
+    start = 0 if out.startswith("{") else out.index("\n{\n") + 1
+    result = json.JSONDecoder().raw_decode(out, start)[0]["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert not result.get("failed"), result.get("msg")
+    return result
+
+
+def test_a_rerun_is_unchanged_and_an_edited_template_is_a_change(multi_lab, namespace_in, tmp_path):
+    region, cluster = list(multi_lab.items())[-1]
+    ns = namespace_in(cluster)
+    chart = tmp_path / "super-node"
+    shutil.copytree(ROOT / "charts/super-node", chart)
+    args = {"name": f"probe-{region}", "namespace": ns, "chart_ref": str(chart),
+            "values": {"global": {"environment": "lab", "regions": [region]}},
+            "kubeconfig": str(cluster.kubeconfig), "context": cluster.context}
+
+    installed = helm_release(args)
+    assert installed["changed"] is True and installed["reasons"] == ["release is not installed"]
+    rerun = helm_release(args)
+    assert rerun["changed"] is False and rerun["reasons"] == [], rerun["reasons"]
+    assert rerun["revision"] == installed["revision"]
+
+    # The same chart version, one template edited: only rendering tells; it must not be missed.
+    configmap = chart / "templates/configmap.yaml"
+    text = configmap.read_text()
+    assert "data:" in text
+    configmap.write_text(text.replace("data:", "data:\n  probe-edit: \"1\"", 1))
+    edited = helm_release(args, "--check")
+    assert edited["changed"] is True and "rendered objects differ" in edited["reasons"], edited
+    applied = helm_release(args)
+    assert applied["changed"] is True and applied["revision"] == installed["revision"] + 1
+    manifest = subprocess.run(["helm", "get", "manifest", args["name"], "-n", ns, "--kubeconfig",
+                               args["kubeconfig"], "--kube-context", cluster.context],
+                              text=True, capture_output=True, check=True).stdout
+    assert 'probe-edit: "1"' in manifest
+    assert helm_release(args)["changed"] is False
