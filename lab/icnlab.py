@@ -690,25 +690,19 @@ def cmd_down(_args: argparse.Namespace) -> None:
 
 
 def stop_pid(pid: int) -> None:
-    if not alive(pid):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(50):
+    """SIGTERM, then SIGKILL after 5 s; each time waiting, up to 5 s, until every thread is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         if not alive(pid):
             return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    for _ in range(100):  # SIGKILL is delivered at once, but the threads take a moment to exit
-        if not alive(pid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
             return
-        time.sleep(0.05)
-    log(f"pid {pid} still running 5 s after SIGKILL")
+        deadline = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if alive(pid):
+        log(f"pid {pid} still running 5 s after SIGKILL")
 
 
 def main(argv: list[str] | None = None) -> int:

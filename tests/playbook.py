@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,30 @@ class Run:
 
     def failed_hosts(self) -> list[str]:
         return [h for h, v in self.recap.items() if v["failed"] or v["unreachable"]]
+
+
+def module_command(module: str, args: dict, *extra: str) -> list[str]:
+    """`ansible localhost -m MODULE -a ARGS`: one module run as Ansible runs it."""
+    return [str(Path(sys.executable).with_name("ansible")), "localhost", "-m", module,
+            "-a", json.dumps(args), *extra]
+
+
+def module_env(json_output: bool = True) -> dict:
+    """ansible_env, with the json stdout callback when the result is to be read back."""
+    return ansible_env({"ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
+                       if json_output else None)
+
+
+def module_result(proc: subprocess.CompletedProcess) -> dict:
+    """The module's result, read from the json stdout callback of a module_command run."""
+    out = proc.stdout
+    # Other enabled callbacks (profile_tasks) print around the json callback's document.
+    start = 0 if out.startswith("{") else out.index("\n{\n") + 1
+    document = json.JSONDecoder().raw_decode(out, start)[0]
+    result = document["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert "Traceback" not in json.dumps(result), f"the module raised:\n{result.get('exception')}"
+    assert result.get("failed", False) == (proc.returncode != 0), proc.stderr
+    return result
 
 
 def ansible_env(extra: dict | None = None) -> dict:

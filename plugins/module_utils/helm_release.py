@@ -60,7 +60,6 @@ class Helm:
             "status": status["info"]["status"],
             "manifest": status.get("manifest", ""),
             "values": status.get("config") or {},
-            "chart": status.get("chart"),
         }
 
     def history(self, name, namespace, max_entries=20):
@@ -138,6 +137,13 @@ def cluster_capabilities(kube):
                     if kind:
                         apis.append("%s/%s" % (gv, kind))
     return version, sorted(set(apis))
+
+
+def chart_metadata(chart):
+    """A chart directory's Chart.yaml, as Helm's release JSON holds it under chart.metadata."""
+    import yaml  # ships with ansible-core
+    with open(os.path.join(chart, "Chart.yaml")) as handle:
+        return yaml.safe_load(handle) or {}
 
 
 def chart_uses_lookup(chart):

@@ -131,8 +131,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.icn.super_node.plugins.module_utils.kube import KubeClient, KubeError
 
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
-    Helm, HelmError, chart_uses_lookup, cluster_capabilities, manifest_diff, normalise_manifest, plan,
-    values_diff)
+    Helm, HelmError, chart_metadata, chart_uses_lookup, cluster_capabilities, manifest_diff,
+    normalise_manifest, plan, values_diff)
 
 
 def chart_of(release):
@@ -251,7 +251,8 @@ def main():
         same_values = current is not None and current["values"] == values
         if (same_values and current["status"] == "deployed" and not module._diff
                 and renders_as_deployed(module, helm, current, params["values"])):
-            desired = {"config": values, "manifest": current["manifest"], "chart": current["chart"]}
+            desired = {"config": values, "manifest": current["manifest"],
+                       "chart": {"metadata": chart_metadata(params["chart_ref"])}}
         elif same_values or module._diff:
             # Same values: only rendering the chart tells whether its objects changed.
             desired = helm.upgrade(name, namespace, params["chart_ref"], params["values"],

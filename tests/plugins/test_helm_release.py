@@ -3,31 +3,20 @@ same values and chart is unchanged (its local-render fast path), and a template 
 chart version bump is still seen as a change."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from labkit import ROOT
+from playbook import module_command, module_env, module_result
 
 pytestmark = pytest.mark.multi
 
-ANSIBLE = Path(sys.executable).with_name("ansible")
-
-
 def helm_release(args: dict, *extra: str) -> dict:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
-    proc = subprocess.run([str(ANSIBLE), "localhost", "-m", "icn.super_node.helm_release",
-                           "-a", json.dumps(args), *extra],
-                          env=env, cwd=ROOT, text=True, capture_output=True, timeout=300)
-    out = proc.stdout
-    start = 0 if out.startswith("{") else out.index("\n{\n") + 1
-    result = json.JSONDecoder().raw_decode(out, start)[0]["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    proc = subprocess.run(module_command("icn.super_node.helm_release", args, *extra), env=module_env(),
+                          cwd=ROOT, text=True, capture_output=True, timeout=300)
+    result = module_result(proc)
     assert not result.get("failed"), result.get("msg")
     return result
 
@@ -46,6 +35,7 @@ def test_a_rerun_is_unchanged_and_an_edited_template_is_a_change(multi_lab, name
     rerun = helm_release(args)
     assert rerun["changed"] is False and rerun["reasons"] == [], rerun["reasons"]
     assert rerun["revision"] == installed["revision"]
+    assert rerun["chart"] == installed["chart"] and installed["chart"].startswith("icn-super-node-")
 
     # The same chart version, one template edited: only rendering tells; it must not be missed.
     configmap = chart / "templates/configmap.yaml"

@@ -4,10 +4,8 @@ they do not depend on the chart."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,47 +15,28 @@ import pytest
 import yaml
 
 from labkit import ROOT, Cluster, is_ready, wait_for
+from playbook import module_command, module_env, module_result
 
 pytestmark = pytest.mark.multi
 
-ANSIBLE = Path(sys.executable).with_name("ansible")
 IMAGE = "registry.invalid/icn/super-node"
 GOOD_TAG = "v1.0.0"
 BROKEN_TAG = "v1.1.0-broken"  # the lab runs these pods but never makes them Ready
 SECRET = "icn-staking-keys"
 
 
-def ansible_env(json_output: bool) -> dict:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    if json_output:
-        env.update(ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
-    return env
-
-
 def ansible_command(args: dict, *extra: str) -> list[str]:
-    return [str(ANSIBLE), "localhost", "-m", "icn.super_node.region_health", "-a", json.dumps(args),
-            *extra]
+    return module_command("icn.super_node.region_health", args, *extra)
 
 
 def run_region_health(args: dict, *extra: str, json_output: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(ansible_command(args, *extra), env=ansible_env(json_output), cwd=ROOT,
+    return subprocess.run(ansible_command(args, *extra), env=module_env(json_output), cwd=ROOT,
                           text=True, capture_output=True, timeout=180)
 
 
 def region_health(args: dict, *extra: str) -> dict:
     """The module's result, read from the json stdout callback."""
-    return result_of(run_region_health(args, *extra, json_output=True))
-
-
-def result_of(proc: subprocess.CompletedProcess) -> dict:
-    out = proc.stdout
-    # Other enabled callbacks (profile_tasks) print around the json callback's document.
-    start = 0 if out.startswith("{") else out.index("\n{\n") + 1
-    document = json.JSONDecoder().raw_decode(out, start)[0]
-    result = document["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    assert "Traceback" not in json.dumps(result), f"the module raised:\n{result.get('exception')}"
-    assert result.get("failed", False) == (proc.returncode != 0), proc.stderr
-    return result
+    return module_result(run_region_health(args, *extra, json_output=True))
 
 
 @dataclass
@@ -271,7 +250,7 @@ def test_missing_pdb_and_staking_key_are_named_and_no_secret_value_is_shown(work
 def region_health_meanwhile(args: dict, after: float, change) -> dict:
     """Runs the module in the background, makes `change` once it has polled for `after` seconds
     (asserting it is still running then), and returns its result."""
-    proc = subprocess.Popen(ansible_command(args), env=ansible_env(json_output=True), cwd=ROOT,
+    proc = subprocess.Popen(ansible_command(args), env=module_env(), cwd=ROOT,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         time.sleep(after)
@@ -280,7 +259,7 @@ def region_health_meanwhile(args: dict, after: float, change) -> dict:
         stdout, stderr = proc.communicate(timeout=150)
     finally:
         proc.kill()
-    return result_of(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return module_result(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
 
 
 def test_wait_returns_once_the_pods_turn_ready(broken_upgrade):
