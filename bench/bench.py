@@ -147,29 +147,74 @@ def bench_deploy(tmp: Path) -> list[str]:
     ]
 
 
-def rollout_seconds(region: str, tag: str) -> float:
-    """A region's StatefulSet rollout as the cluster saw it: from the first pod of the new
-    version being created to the last one turning Ready."""
-    pods = json.loads(kubectl(f"icn-{region}", "-n", NS, "get", "pods", "-o", "json").stdout)["items"]
-    new = [p for p in pods if p["spec"]["containers"][0]["image"].endswith(":" + tag)]
+# One line per StatefulSet event: name|generation|observedGeneration|replicas|readyReplicas|
+# updatedReplicas|currentRevision|updateRevision (fields the controller may leave out print empty).
+STS_EVENT = ("{.metadata.name}|{.metadata.generation}|{.status.observedGeneration}|{.status.replicas}|"
+             "{.status.readyReplicas}|{.status.updatedReplicas}|{.status.currentRevision}|"
+             "{.status.updateRevision}{\"\\n\"}")
 
-    def ts(s):
-        return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").timestamp()
 
-    start = min(ts(p["metadata"]["creationTimestamp"]) for p in new)
-    end = max(ts(c["lastTransitionTime"]) for p in new for c in p["status"]["conditions"]
-              if c["type"] == "Ready")
-    return end - start
+class RolloutClock:
+    """Watches every region's StatefulSets (one `kubectl get --watch` each) and stamps each event
+    on this machine's clock: API timestamps have one-second steps, too coarse for rollouts of a
+    few seconds. A region's rollout, as its status tells it: from the first event with a new
+    spec generation to the first where the controller has seen it, every replica is updated and
+    Ready, and currentRevision equals updateRevision."""
+
+    def __init__(self):
+        import threading
+        self.events = {region: [] for region in REGIONS}
+        self.procs = []
+        for region in REGIONS:
+            proc = subprocess.Popen(
+                ["kubectl", "--kubeconfig", str(LAB / "kubeconfig"), "--context", f"icn-{region}",
+                 "-n", NS, "get", "statefulsets", "--watch", "-o", f"jsonpath={STS_EVENT}"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=lab_env())
+            self.procs.append(proc)
+            threading.Thread(target=self._read, args=(region, proc), daemon=True).start()
+        time.sleep(2)  # the watches list what exists first
+
+    def _read(self, region, proc):
+        for line in proc.stdout:
+            fields = line.strip().split("|")
+            if len(fields) == 8:
+                self.events[region].append((time.monotonic(), fields))
+
+    def stop(self):
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    def rollout_seconds(self, region: str, since: float, until: float) -> float:
+        events = [(t, f) for t, f in self.events[region] if since <= t <= until]
+        before = [f for t, f in self.events[region] if t < since]
+        generation = int(before[-1][1]) if before else 0
+        start = next(t for t, f in events if int(f[1] or 0) > generation)
+        for t, (_, gen, seen, replicas, ready, updated, current, update) in events:
+            if (t >= start and seen == gen and replicas and ready == replicas == updated
+                    and current == update):
+                return t - start
+        raise SystemExit(f"{region}: no complete rollout seen between the marks")
 
 
 def bench_upgrade(tmp: Path) -> list[str]:
     fresh_lab()
     inv = inventory(tmp)
     playbook("deploy.yml", inv)
-    ours, _ = playbook("upgrade.yml", inv, "-e", "super_node_image_tag=v1.1.0")
-    own = sum(rollout_seconds(r, "v1.1.0") for r in REGIONS)
-    baseline = helm_loop(tmp, "v1.2.0", install=False)
-    base_own = sum(rollout_seconds(r, "v1.2.0") for r in REGIONS)
+    clock = RolloutClock()
+    try:
+        t0 = time.monotonic()
+        ours, _ = playbook("upgrade.yml", inv, "-e", "super_node_image_tag=v1.1.0")
+        t1 = time.monotonic()
+        time.sleep(1)  # the last events of our run reach the watch
+        own = sum(clock.rollout_seconds(r, t0, t1 + 1) for r in REGIONS)
+        t2 = time.monotonic()
+        baseline = helm_loop(tmp, "v1.2.0", install=False)
+        t3 = time.monotonic()
+        time.sleep(1)
+        base_own = sum(clock.rollout_seconds(r, t2, t3 + 1) for r in REGIONS)
+    finally:
+        clock.stop()
     lab("down")
     return [
         "| upgrade, 7 regions | upgrade.yml | helm loop | ratio (target <= 1.2) |",

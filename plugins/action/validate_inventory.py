@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import shutil
+import subprocess
 
 from ansible.errors import AnsibleUndefinedVariable
 from ansible.plugins.action import ActionBase
@@ -39,9 +41,31 @@ def _read(hostvars, var):
         return MISSING
 
 
+def helm_problems(binary: str, minimum: str) -> list:
+    """Whether the helm the roles will run is there and new enough: [] or one sentence."""
+    from ansible.module_utils.compat.version import LooseVersion
+
+    path = shutil.which(os.path.expanduser(binary))
+    if path is None:
+        return ["controller: helm binary %r (preflight_helm_binary) is not on the PATH; "
+                "allowed: helm >= %s" % (binary, minimum)]
+    try:
+        proc = subprocess.run([path, "version", "--template", "{{ .Version }}"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return ["controller: %s (preflight_helm_binary) cannot run: %s" % (path, err)]
+    version = proc.stdout.strip().lstrip("v")
+    if proc.returncode != 0 or not version[:1].isdigit():
+        return ["controller: %s version failed: %s" % (path, (proc.stderr or proc.stdout).strip()[:200])]
+    if LooseVersion(version) < LooseVersion(minimum):
+        return ["controller: %s is helm %s; allowed: helm >= %s (preflight_min_helm_version)"
+                % (path, version, minimum)]
+    return []
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("schema", "hosts"))
+    _VALID_ARGS = frozenset(("schema", "hosts", "helm_binary", "min_helm_version"))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
@@ -68,6 +92,8 @@ class ActionModule(ActionBase):
                                                             record["region"])
             records.append(record)
         errors = validate(records, rules)
+        if args.get("helm_binary"):
+            errors += helm_problems(args["helm_binary"], args.get("min_helm_version") or "3.0.0")
         result["changed"] = False
         result["regions"] = [r["region"] for r in records]
         result["errors"] = errors

@@ -43,10 +43,11 @@ def _is_int(value):
 def kubeconfig_contexts(path):
     """Context names of a kubeconfig file, or None if it cannot be read."""
     import yaml  # PyYAML ships with ansible-core
+    from ansible_collections.icn.super_node.plugins.module_utils.kube import load_yaml
 
     try:
         with open(os.path.expanduser(path)) as handle:
-            config = yaml.safe_load(handle) or {}
+            config = load_yaml(handle) or {}
     except (OSError, yaml.YAMLError):
         return None
     return [c.get("name") for c in config.get("contexts") or []]

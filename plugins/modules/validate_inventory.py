@@ -27,6 +27,15 @@ options:
     description: Hosts to validate (default, every host of the play).
     type: list
     elements: str
+  helm_binary:
+    description:
+      - The helm binary the roles will run. When given, it must be on the controller's PATH (or a
+        path) and report at least O(min_helm_version); a problem is reported with the others.
+    type: str
+  min_helm_version:
+    description: Oldest helm accepted with O(helm_binary).
+    type: str
+    default: "3.0.0"
 notes:
   - "Variables read per host: super_node_region (default the host name), super_node_kube_context,
     super_node_kubeconfig, super_node_cloud, super_node_replicas, super_node_storage_size,
@@ -58,7 +67,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 def main():
     module = AnsibleModule(argument_spec=dict(schema=dict(type="path", required=True),
-                                              hosts=dict(type="list", elements="str")))
+                                              hosts=dict(type="list", elements="str"),
+                                              helm_binary=dict(type="str"),
+                                              min_helm_version=dict(type="str", default="3.0.0")))
     module.fail_json(msg="validate_inventory runs on the controller as an action plugin; "
                          "call it as icn.super_node.validate_inventory")
 

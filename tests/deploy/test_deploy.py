@@ -132,6 +132,10 @@ BAD_INPUT = [
      ["super_node_image_tag is 'latest' in prod"]),
     ("unknown-cloud", {"host_vars": {"eu-west": {"super_node_cloud": "oracle"}}}, [],
      ["region eu-west", "super_node_cloud is 'oracle'", "aws, gcp, azure, local"]),
+    ("helm-missing", {}, ["-e", "preflight_helm_binary=/nonexistent/helm"],
+     ["helm binary '/nonexistent/helm' (preflight_helm_binary) is not on the PATH", "allowed: helm >= 3.12.0"]),
+    ("helm-too-old", {}, ["-e", "preflight_min_helm_version=9.0.0"],
+     ["allowed: helm >= 9.0.0 (preflight_min_helm_version)"]),
 ]
 
 
