@@ -28,7 +28,6 @@ import importlib
 import io
 import json
 import os
-import traceback
 
 from ansible.module_utils import basic
 from ansible.module_utils.common.json import Direction, get_module_encoder
@@ -77,11 +76,8 @@ class InWorkerModule(NormalAction):
                 importlib.import_module(found.plugin_resolved_name).main()
         except SystemExit:
             pass  # exit_json and fail_json end with sys.exit once the result is printed
-        except Exception as err:  # pylint: disable=broad-except
-            # Out of process this would be a module traceback: report it the same way.
-            return dict(failed=True, msg="%s raised %s: %s" % (found.resolved_fqcn,
-                                                                type(err).__name__, err),
-                        exception=traceback.format_exc())
+        # Any other exception (a module bug, the task's timeout) goes up to the task executor,
+        # which fails the task with its message, as a module's traceback would.
         finally:
             basic._ANSIBLE_ARGS = basic._ANSIBLE_PROFILE = None
 
