@@ -18,7 +18,8 @@ module cannot tell the difference, and argument validation, no_log masking and c
 Ansible's own. ansible.netcommon does the same for network modules ("direct execution"), through
 the hook ansible-core keeps for it.
 
-Out of process as usual when the connection is not local (the module must then run where the
+The module runs in the controller's Python, the one the inventories name anyway
+(``ansible_python_interpreter: "{{ ansible_playbook_python }}"``). Out of process as usual when the connection is not local (the module must then run where the
 connection leads), for ``async`` tasks, or when ICN_MODULES_IN_WORKER=0 (for debugging).
 """
 from __future__ import annotations
