@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import re
 import shutil
 import subprocess
@@ -24,10 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "super-node"
+from chartkit import NAMESPACE, ROOT, lab_versions, render, template, tool
+
 HERE = Path(__file__).resolve().parent
-NAMESPACE = "icn"
 REGION = "na-west"  # the unit tests' region
 REGIONS = ["na-west", "na-east", "eu-west", "eu-east", "apac", "latam", "mena"]
 APIS = ("--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
@@ -43,40 +41,9 @@ RENDERINGS = {
 UNIT_TESTS = sorted(HERE.glob("*.yml"))
 
 
-def _versions() -> dict[str, str]:
-    env = (REPO / "lab" / "versions.env").read_text()
-    return dict(re.findall(r"^([A-Z0-9_]+)=(\S+)", env, re.M))
-
-
-def _kube_version() -> str:
-    return os.environ.get("KUBE_VERSION") or _versions().get("K8S_VERSION", "1.33.0")
-
-
 @functools.lru_cache(maxsize=None)
 def promtool() -> str:
-    cache = Path(os.environ.get("ICN_TOOLS_CACHE", Path.home() / ".cache" / "icn-super-node" / "tools"))
-    cached = cache / f"prometheus-{_versions()['PROMETHEUS_VERSION']}" / "bin" / "promtool"
-    for cand in (os.environ.get("PROMTOOL"), shutil.which("promtool"), str(cached)):
-        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
-            return cand
-    pytest.fail(f"promtool not found ($PROMTOOL, PATH, {cached}): build it with "
-                "`bash lab/build-tools.sh prometheus`; the alert rules are NOT checked without it")
-
-
-def helm() -> str:
-    h = os.environ.get("HELM") or shutil.which("helm")
-    if not h:
-        pytest.fail("helm not found: set HELM=/path/to/helm or put helm on PATH (. scripts/env.sh)")
-    return h
-
-
-@functools.lru_cache(maxsize=None)
-def render(*args: str) -> tuple[dict, ...]:
-    proc = subprocess.run([helm(), "template", "icn-super-nodes", str(CHART), "--namespace", NAMESPACE,
-                           "--kube-version", _kube_version(), *args],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"helm template {' '.join(args)} failed:\n{proc.stderr}"
-    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+    return tool("promtool", f"prometheus-{lab_versions()['PROMETHEUS_VERSION']}", env="PROMTOOL")
 
 
 def rule_objects(*args: str) -> list[dict]:
@@ -113,7 +80,7 @@ def workdir(tmp_path: Path) -> Path:
 def test_promtool_is_real():
     proc = run("--version")
     assert proc.returncode == 0, proc.stderr
-    assert _versions()["PROMETHEUS_VERSION"] in proc.stdout + proc.stderr
+    assert lab_versions()["PROMETHEUS_VERSION"] in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("args", [(), ("--set", "podDisruptionBudget.minAvailable=50%"),
@@ -210,7 +177,7 @@ def test_unit_tests_catch_a_changed_expression(workdir, alert, old, new, unit):
 
 def test_every_alert_is_actionable():
     """severity, summary, description, and a runbook_url whose anchor is a README section."""
-    readme = (REPO / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
                for h in re.findall(r"^#+ (.+)$", readme, re.M)}
     rules = rules_file(*APIS, *RENDERINGS["rules.yml"])
@@ -272,7 +239,6 @@ def test_thresholds_and_labels_come_from_values():
 ])
 def test_schema_rejects_bad_alert_values(sets):
     args = [a for s in sets for a in ("--set", s)]
-    proc = subprocess.run([helm(), "template", "x", str(CHART), "--kube-version", _kube_version(), *APIS, *args],
-                          capture_output=True, text=True, timeout=120)
+    proc = template(*APIS, *args)
     assert proc.returncode != 0, f"{sets} accepted"
     assert "prometheusRule" in proc.stderr, proc.stderr

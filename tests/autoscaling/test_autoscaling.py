@@ -94,7 +94,6 @@ def replicas(c, region: str) -> int:
 
 
 def ready_with_bound_volumes(c, region: str, count: int) -> bool:
-    name = f"icn-super-node-{region}"
     pods = c.ready_pods(NS, f"icn.network/region={region}")
     pvcs = {p.metadata.name: p.status.phase
             for p in c.core.list_namespaced_persistent_volume_claim(NS).items}

@@ -2,28 +2,12 @@
 autoscaling.bandwidth.enabled=false, and the behaviour values."""
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-from pathlib import Path
-
-import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "super-node"
-KUBE_VERSION = re.search(r"^K8S_VERSION=(\S+)", (ROOT / "lab/versions.env").read_text(), re.M).group(1)
+from chartkit import of_kind, render, render_error
 
 
 def hpa(*args: str) -> dict:
-    helm = os.environ.get("HELM") or shutil.which("helm")
-    assert helm, "helm not found: set HELM or put helm on PATH"
-    proc = subprocess.run([helm, "template", "r", str(CHART), "--namespace", "icn",
-                           "--kube-version", KUBE_VERSION, "--set", "global.regions={eu-west}", *args],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
-    (out,) = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    (out,) = of_kind(render("--set", "global.regions={eu-west}", *args, release="r"),
+                     "HorizontalPodAutoscaler")
     return out
 
 
@@ -46,9 +30,5 @@ def test_bandwidth_disabled_leaves_cpu_only():
 
 
 def test_the_schema_refuses_a_non_boolean():
-    helm = os.environ.get("HELM") or shutil.which("helm")
-    proc = subprocess.run([helm, "template", "r", str(CHART), "--kube-version", KUBE_VERSION,
-                           "--set-string", "autoscaling.bandwidth.enabled=maybe"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "/autoscaling/bandwidth/enabled': got string, want boolean" in proc.stderr
+    stderr = render_error("--set-string", "autoscaling.bandwidth.enabled=maybe")
+    assert "/autoscaling/bandwidth/enabled': got string, want boolean" in stderr

@@ -20,9 +20,6 @@ The measured times are printed to the terminal even under -q.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import subprocess
 import threading
 import time
@@ -35,6 +32,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from chartkit import lab_versions, tool
 from labkit import LAB_DIR, REGIONS, Cluster, is_ready, wait_for
 
 pytestmark = pytest.mark.single
@@ -61,24 +59,9 @@ EXPECTED_PVCS = sorted(f"data-{p}" for p in EXPECTED_PODS)
 
 # --------------------------------------------------------------------------- tools
 
-def _versions() -> dict[str, str]:
-    text = (REPO / "lab" / "versions.env").read_text()
-    return dict(re.findall(r"^(\w+)=(\S+)$", text, re.M))
-
-
-def _tool(name: str, cache_dir: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    cache = Path(os.environ.get("ICN_TOOLS_CACHE", Path.home() / ".cache/icn-super-node/tools"))
-    path = cache / cache_dir / "bin" / name
-    assert path.exists(), f"{name} is neither on PATH nor in {path.parent}"
-    return str(path)
-
-
-_V = _versions()
-HELM = os.environ.get("HELM") or _tool("helm", f"helm-{_V['HELM_VERSION']}")
-KUBECTL = _tool("kubectl", f"kubernetes-{_V['K8S_VERSION']}")
+_V = lab_versions()
+HELM = tool("helm", f"helm-{_V['HELM_VERSION']}", env="HELM")
+KUBECTL = tool("kubectl", f"kubernetes-{_V['K8S_VERSION']}")
 KUBECONFIG = LAB_DIR / "kubeconfig"
 
 

@@ -1,8 +1,8 @@
 """Rendering tests of charts/super-node (chart icn-super-node).
 
-Every test asserts on what `helm template` produces (or on how it fails). helm is taken
-from $HELM, else from PATH. Each distinct set of arguments is rendered once per test run
-(module-level cache), so the module stays fast.
+Every test asserts on what `helm template` produces (or on how it fails), through
+tests/chartkit.py: helm is taken from $HELM, else PATH, else the tools cache, and each distinct
+set of arguments is rendered once per test run, so the module stays fast.
 
 Run from the repo root:
     HELM=/path/to/helm .venv/bin/python -m pytest tests/chart -q
@@ -10,24 +10,17 @@ Run from the repo root:
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
-import shutil
-import subprocess
 from collections import Counter
-from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "super-node"
+from chartkit import CHART, KUBE_VERSION, NAMESPACE, RELEASE, of_kind, render, render_error, run_helm
+
 PROD_VALUES = CHART / "values-prod.yaml"
-NAMESPACE = "icn"
-RELEASE = "icn-super-nodes"
 # docs/CONVENTIONS.md: regions, in order.
 REGIONS = ["na-west", "na-east", "eu-west", "eu-east", "apac", "latam", "mena"]
 PER_REGION_KINDS = ["StatefulSet", "PodDisruptionBudget", "HorizontalPodAutoscaler",
@@ -36,62 +29,7 @@ ISTIO = ("--api-versions", "networking.istio.io/v1/VirtualService")
 PROMETHEUS = ("--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
 
 
-def _kube_version() -> str:
-    """Kubernetes version to render for: $KUBE_VERSION, else the lab's K8S_VERSION.
-
-    Passed explicitly because a helm built without Helm's release ldflags assumes v1.20,
-    which the chart's kubeVersion (>=1.27) rejects.
-    """
-    if os.environ.get("KUBE_VERSION"):
-        return os.environ["KUBE_VERSION"]
-    env = REPO / "lab" / "versions.env"
-    if env.exists():
-        m = re.search(r"^K8S_VERSION=(\S+)", env.read_text(), re.M)
-        if m:
-            return m.group(1)
-    return "1.33.0"
-
-
-KUBE_VERSION = _kube_version()
-
-
 # --------------------------------------------------------------------------- helpers
-
-def helm_binary() -> str:
-    helm = os.environ.get("HELM") or shutil.which("helm")
-    if not helm or not Path(helm).exists():
-        pytest.fail("helm not found: set HELM=/path/to/helm or put helm on PATH")
-    return helm
-
-
-def run_helm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120)
-
-
-@functools.lru_cache(maxsize=None)
-def _render(args: tuple[str, ...], release: str) -> tuple[dict, ...]:
-    proc = run_helm("template", release, str(CHART), "--namespace", NAMESPACE,
-                    "--kube-version", KUBE_VERSION, *args)
-    assert proc.returncode == 0, f"helm template {' '.join(args)} failed:\n{proc.stderr}"
-    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
-
-
-def render(*args: str, release: str = RELEASE) -> list[dict]:
-    """Objects rendered by `helm template` with these extra arguments (cached)."""
-    return list(_render(tuple(args), release))
-
-
-@functools.lru_cache(maxsize=None)
-def _render_error(args: tuple[str, ...]) -> str:
-    proc = run_helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                    "--kube-version", KUBE_VERSION, *args)
-    assert proc.returncode != 0, f"helm template {' '.join(args)} unexpectedly succeeded"
-    return proc.stderr
-
-
-def of_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
-
 
 def by_name(docs: list[dict], kind: str) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in of_kind(docs, kind)}
@@ -519,14 +457,14 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("args,fields", [(a, f) for _, a, f in BAD_VALUES], ids=[i for i, _, _ in BAD_VALUES])
 def test_bad_values_fail_and_name_the_field(args, fields):
-    stderr = _render_error(tuple(args))
+    stderr = render_error(*args)
     for field in fields:
         assert names_field(stderr, field), f"{field} not named in:\n{stderr}"
 
 
 def test_chart_checks_fail_once_with_every_message():
-    stderr = _render_error(("--set", "global.regions={eu-west,eu-west}", "--set", "autoscaling.minReplicas=9",
-                            "--set", "podDisruptionBudget.minAvailable=2", "--set", "autoscaling.enabled=false"))
+    stderr = render_error("--set", "global.regions={eu-west,eu-west}", "--set", "autoscaling.minReplicas=9",
+                          "--set", "podDisruptionBudget.minAvailable=2", "--set", "autoscaling.enabled=false")
     assert stderr.count("invalid values") == 1
     assert "(3 problem(s))" in stderr
     for field in ("global.regions", "autoscaling.minReplicas", "podDisruptionBudget.minAvailable"):

@@ -16,6 +16,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from chartkit import of_kind, render
 from labkit import LAB_DIR, ROOT
 from playbook import local_inventory, run_playbook
 
@@ -96,15 +97,11 @@ def check_table(table: dict[str, dict], regions: list[str]) -> None:
 
 
 def render_mesh(regions: list[str]) -> tuple[dict, dict]:
-    proc = subprocess.run(
-        ["helm", "template", "icn-super-node", str(CHART), "--namespace", NS,
-         "--api-versions", "networking.istio.io/v1/VirtualService",
-         "--set", "global.regions={" + ",".join(regions[:1]) + "}",
-         "--set", "istio.meshRouting.regions={" + ",".join(regions) + "}"],
-        text=True, capture_output=True, check=True)
-    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
-    (vs,) = [d for d in docs if d["kind"] == "VirtualService"]
-    (dr,) = [d for d in docs if d["kind"] == "DestinationRule" and d["metadata"]["name"] == "super-node"]
+    docs = render("--api-versions", "networking.istio.io/v1/VirtualService",
+                  "--set", "global.regions={" + ",".join(regions[:1]) + "}",
+                  "--set", "istio.meshRouting.regions={" + ",".join(regions) + "}", release="icn-super-node")
+    (vs,) = of_kind(docs, "VirtualService")
+    (dr,) = [d for d in of_kind(docs, "DestinationRule") if d["metadata"]["name"] == "super-node"]
     return vs, dr
 
 
