@@ -140,28 +140,30 @@ bootstrap-nodes.txt: |
   {{- end }}
 {{- end -}}
 
-{{/* "true" if the ServiceMonitor is rendered (metrics.serviceMonitor.enabled: auto|true|false). */}}
-{{- define "icn-super-node.serviceMonitorEnabled" -}}
-{{- $mode := toString .Values.metrics.serviceMonitor.enabled -}}
-{{- if or (eq $mode "true") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor")) -}}
+{{/*
+"true" if an optional feature is rendered: its mode is true, or auto and the cluster serves the
+API its objects need. Call with (dict "root" $ "mode" <auto|true|false> "api" "<group/version/Kind>").
+*/}}
+{{- define "icn-super-node.enabledWhenServed" -}}
+{{- $mode := toString .mode -}}
+{{- if or (eq $mode "true") (and (eq $mode "auto") (.root.Capabilities.APIVersions.Has .api)) -}}
 true
 {{- end -}}
+{{- end -}}
+
+{{/* "true" if the ServiceMonitor is rendered (metrics.serviceMonitor.enabled: auto|true|false). */}}
+{{- define "icn-super-node.serviceMonitorEnabled" -}}
+{{- include "icn-super-node.enabledWhenServed" (dict "root" . "mode" .Values.metrics.serviceMonitor.enabled "api" "monitoring.coreos.com/v1/ServiceMonitor") -}}
 {{- end -}}
 
 {{/* "true" if the PrometheusRule is rendered (metrics.prometheusRule.enabled: auto|true|false). */}}
 {{- define "icn-super-node.prometheusRuleEnabled" -}}
-{{- $mode := toString .Values.metrics.prometheusRule.enabled -}}
-{{- if or (eq $mode "true") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule")) -}}
-true
-{{- end -}}
+{{- include "icn-super-node.enabledWhenServed" (dict "root" . "mode" .Values.metrics.prometheusRule.enabled "api" "monitoring.coreos.com/v1/PrometheusRule") -}}
 {{- end -}}
 
 {{/* "true" if Istio objects are rendered (istio.enabled: auto|true|false). */}}
 {{- define "icn-super-node.istioEnabled" -}}
-{{- $mode := toString .Values.istio.enabled -}}
-{{- if or (eq $mode "true") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "networking.istio.io/v1/VirtualService")) -}}
-true
-{{- end -}}
+{{- include "icn-super-node.enabledWhenServed" (dict "root" . "mode" .Values.istio.enabled "api" "networking.istio.io/v1/VirtualService") -}}
 {{- end -}}
 
 {{/*
