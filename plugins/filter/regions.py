@@ -53,6 +53,14 @@ def region_targets(hosts_vars, hosts):
     return targets
 
 
+def cluster_hosts(hosts, hostvars, context):
+    """The hosts, of these, whose kube context is `context`, in their order: the regions that share
+    that cluster (several in the single-cluster topology). The first of them acts for the cluster."""
+    return [host for host in hosts
+            if "super_node_kube_context" in hostvars[host]
+            and hostvars[host]["super_node_kube_context"] == context]
+
+
 def host_regions(hosts, hostvars):
     regions = []
     for host in hosts:
@@ -62,4 +70,5 @@ def host_regions(hosts, hostvars):
 
 class FilterModule(object):
     def filters(self):
-        return {"host_regions": host_regions, "region_targets": region_targets}
+        return {"host_regions": host_regions, "region_targets": region_targets,
+                "cluster_hosts": cluster_hosts}
