@@ -55,6 +55,12 @@ class Cluster:
     def ready_pods(self, namespace: str, selector: str = "") -> list:
         return [p for p in self.pods(namespace, selector) if is_ready(p)]
 
+    # ---- the lab's metrics API
+    def set_pod_metrics(self, values: dict[str, str | None]) -> None:
+        """Sets values the lab's metrics API serves (lab/metrics_api.py: keys `[namespace.[pod or
+        owner.]]metric`, in the ConfigMap kube-system/lab-metrics); None removes a key."""
+        self.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": values})
+
     # ---- namespaces that tests own
     def create_namespace(self, name: str) -> None:
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(

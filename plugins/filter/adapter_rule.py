@@ -51,7 +51,6 @@ def adapter_config_with_rule(config, rule):
         raise AnsibleFilterError("the adapter's config.yaml is not a mapping with a list of rules")
     # Plain types (Ansible hands over tagged str subclasses, which the YAML dumper refuses).
     rule = json.loads(json.dumps(dict(rule)))
-    config = str(config or "")
     name = (rule.get("name") or {}).get("as")
     if not name:
         raise AnsibleFilterError("the rule needs name.as, the metric it serves")

@@ -80,13 +80,12 @@ def reset_metrics(c) -> None:
     cm = c.core.read_namespaced_config_map("lab-metrics", "kube-system")
     extra = {k: None for k in (cm.data or {}) if k not in ("cpu", "memory", METRIC)}
     if extra:
-        c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": extra})
+        c.set_pod_metrics(extra)
 
 
 def set_bandwidth(c, region: str, value: str | None) -> None:
     """Every pod of the region's StatefulSet reports `value` (None: the lab's default, 100M)."""
-    c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": {
-        f"{NS}.icn-super-node-{region}.{METRIC}": value}})
+    c.set_pod_metrics({f"{NS}.icn-super-node-{region}.{METRIC}": value})
 
 
 def replicas(c, region: str) -> int:
@@ -200,8 +199,7 @@ def test_without_custom_metrics_api_the_hpa_falls_back_to_cpu(lab, deployed, tmp
         assert [(m.type, m.resource.name) for m in metrics if m.resource] == [("Resource", "cpu")]
         assert len(metrics) == 1
         # The CPU-only HPA works: 95% CPU on every pod scales the region up.
-        c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": {
-            f"{NS}.icn-super-node-{region}.cpu": "95%"}})
+        c.set_pod_metrics({f"{NS}.icn-super-node-{region}.cpu": "95%"})
         wait_for(lambda: replicas(c, region) > 2, 60, f"{region} scaled up on CPU")
     finally:
         reset_metrics(c)

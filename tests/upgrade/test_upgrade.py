@@ -161,7 +161,7 @@ def test_the_replica_count_set_by_the_autoscaler_survives_an_upgrade(lab, at_v1,
     # of its 800M target, so the HPA keeps the count it has, also while the upgrade replaces a pod
     # (it then counts one pod fewer). tests/autoscaling drive the HPA from 2 to 4 and 8.
     key = f"{NS}.{name}.network_bandwidth_utilization"
-    c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": {key: "840M"}})
+    c.set_pod_metrics({key: "840M"})
     try:
         c.apps.patch_namespaced_stateful_set_scale(name, NS, {"spec": {"replicas": 4}})
         wait_for(lambda: len(c.ready_pods(NS, f"icn.network/region={region}")) == 4, 60, "4 Ready pods")
@@ -174,7 +174,7 @@ def test_the_replica_count_set_by_the_autoscaler_survives_an_upgrade(lab, at_v1,
         pods = c.ready_pods(NS, f"icn.network/region={region}")
         assert len(pods) == 4 and {tag_of(p.spec.containers[0].image) for p in pods} == {"v1.3.0"}
     finally:
-        c.core.patch_namespaced_config_map("lab-metrics", "kube-system", {"data": {key: None}})
+        c.set_pod_metrics({key: None})
     c.apps.patch_namespaced_stateful_set_scale(name, NS, {"spec": {"replicas": 2}})
     wait_for(lambda: len(c.pods(NS, f"icn.network/region={region}")) == 2, 60, "back to 2 pods")
     pvcs = [p.metadata.name for p in c.core.list_namespaced_persistent_volume_claim(NS).items]
