@@ -72,9 +72,10 @@ def lab_manager():
     manager.stop()
 
 
-@pytest.fixture
-def multi_lab(lab_manager) -> dict[str, Cluster]:
-    """The multi-cluster lab: {region: Cluster}."""
+@pytest.fixture(scope="module")
+def lab(lab_manager) -> dict[str, Cluster]:
+    """The multi-cluster lab: {region: Cluster} (module scope: a module's own fixtures, such as a
+    deploy run once, build on it)."""
     return {ctx.removeprefix("icn-"): c for ctx, c in lab_manager.ensure("multi").items()}
 
 

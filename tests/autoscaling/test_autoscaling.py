@@ -31,11 +31,6 @@ BEHAVIOR = {"scaleUp": {"stabilizationWindowSeconds": 0, "podsPerPeriod": 2, "pe
                           "periodSeconds": 15}}
 
 
-@pytest.fixture(scope="module")
-def lab(lab_manager):
-    return {ctx.removeprefix("icn-"): c for ctx, c in lab_manager.ensure("multi").items()}
-
-
 def inventory(tmp_path, lab):
     """inventories/local for the lab's regions, with the tests' HPA behaviour."""
     values = {}

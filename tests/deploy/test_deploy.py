@@ -15,11 +15,6 @@ NS = "icn"
 
 
 @pytest.fixture(scope="module")
-def lab(lab_manager):
-    return {ctx.removeprefix("icn-"): c for ctx, c in lab_manager.ensure("multi").items()}
-
-
-@pytest.fixture(scope="module")
 def deployed(lab, tmp_path_factory):
     """deploy.yml run once on every lab region (the first run on a fresh lab)."""
     run = run_playbook("deploy.yml", "inventories/local", tmp_path=tmp_path_factory.mktemp("deploy"))

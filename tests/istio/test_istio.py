@@ -140,11 +140,6 @@ def test_the_check_catches_a_table_that_leaves_europe_first():
 # ------------------------------------------------------------------ against the lab
 
 @pytest.fixture(scope="module")
-def lab(lab_manager):
-    return {ctx.removeprefix("icn-"): c for ctx, c in lab_manager.ensure("multi").items()}
-
-
-@pytest.fixture(scope="module")
 def inventory(lab, tmp_path_factory):
     return local_inventory(tmp_path_factory.mktemp("istio-inv"), regions=list(lab),
                            group_vars={"super_node_istio_enabled": True})

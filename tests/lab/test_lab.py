@@ -47,8 +47,8 @@ def statefulset(replicas: int = 2) -> dict:
 
 
 @pytest.fixture
-def cluster(multi_lab) -> Cluster:
-    return next(iter(multi_lab.values()))
+def cluster(lab) -> Cluster:
+    return next(iter(lab.values()))
 
 
 @pytest.fixture

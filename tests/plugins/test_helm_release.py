@@ -21,8 +21,8 @@ def helm_release(args: dict, *extra: str) -> dict:
     return result
 
 
-def test_a_rerun_is_unchanged_and_an_edited_template_is_a_change(multi_lab, namespace_in, tmp_path):
-    region, cluster = list(multi_lab.items())[-1]
+def test_a_rerun_is_unchanged_and_an_edited_template_is_a_change(lab, namespace_in, tmp_path):
+    region, cluster = list(lab.items())[-1]
     ns = namespace_in(cluster)
     chart = tmp_path / "super-node"
     shutil.copytree(ROOT / "charts/super-node", chart)

@@ -35,8 +35,8 @@ def both(module: str, args: dict, *extra: str) -> dict:
     return worker
 
 
-def test_the_worker_and_a_module_process_give_the_same_results(multi_lab, namespace_in):
-    region, cluster = next(iter(multi_lab.items()))
+def test_the_worker_and_a_module_process_give_the_same_results(lab, namespace_in):
+    region, cluster = next(iter(lab.items()))
     ns = namespace_in(cluster)
     target = {"kubeconfig": str(cluster.kubeconfig), "context": cluster.context}
     configmap = {"apiVersion": "v1", "kind": "ConfigMap",
@@ -64,8 +64,8 @@ def test_the_worker_and_a_module_process_give_the_same_results(multi_lab, namesp
     assert diff["changed"] is True and "a: '2'" in diff["diff"]["after"], diff
 
 
-def test_failures_read_the_same_in_the_worker(multi_lab):
-    cluster = next(iter(multi_lab.values()))
+def test_failures_read_the_same_in_the_worker(lab):
+    cluster = next(iter(lab.values()))
     unknown = both("icn.super_node.cluster_info",
                    {"kubeconfig": str(cluster.kubeconfig), "context": "icn-nowhere"})
     assert unknown["failed"] is True and "icn-nowhere" in unknown["msg"]

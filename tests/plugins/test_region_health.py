@@ -120,9 +120,9 @@ def settled(workload: Workload, replicas: int) -> bool:
 
 
 @pytest.fixture
-def lab_region(multi_lab) -> tuple[str, Cluster]:
-    region = list(multi_lab)[-1]  # the last region: the lab tests use the first
-    return region, multi_lab[region]
+def lab_region(lab) -> tuple[str, Cluster]:
+    region = list(lab)[-1]  # the last region: the lab tests use the first
+    return region, lab[region]
 
 
 @pytest.fixture

@@ -15,11 +15,6 @@ pytestmark = pytest.mark.multi
 NS = "icn"
 
 
-@pytest.fixture(scope="module")
-def lab(lab_manager):
-    return {ctx.removeprefix("icn-"): c for ctx, c in lab_manager.ensure("multi").items()}
-
-
 def tag_of(image: str) -> str:
     return image.rsplit(":", 1)[1]
 
