@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -16,7 +15,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from chartkit import of_kind, render
+from chartkit import lab_versions, of_kind, render, tool
 from labkit import LAB_DIR, ROOT
 from playbook import local_inventory, run_playbook
 
@@ -266,9 +265,7 @@ def test_decision_table_from_the_objects_in_the_lab(lab, deployed):
 
 
 def istioctl() -> str:
-    path = shutil.which("istioctl")
-    assert path, "istioctl is not on PATH: run `bash lab/build-tools.sh istio` and `. scripts/env.sh`"
-    return path
+    return tool("istioctl", f"istio-{lab_versions()['ISTIO_MODULE_VERSION']}")
 
 
 # The one error a real mesh does not have: the east-west gateway's pod has `image: auto`, which the
