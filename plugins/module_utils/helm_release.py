@@ -18,6 +18,9 @@ import re
 import subprocess
 import tempfile
 
+from ansible_collections.icn.super_node.plugins.module_utils.kube import load_yaml
+from ansible_collections.icn.super_node.plugins.module_utils.region_health import image_tag
+
 
 class HelmError(Exception):
     pass
@@ -210,3 +213,91 @@ def plan(current, desired):
     if (current["values"] or {}) != (desired.get("config") or {}):
         reasons.append("values differ")
     return bool(reasons), reasons
+
+
+# --------------------------------------------------------------------------- what a change does
+
+# Workloads whose spec.template is a pod template: a change there replaces their pods.
+POD_TEMPLATE_KINDS = ("StatefulSet", "Deployment", "DaemonSet", "ReplicaSet")
+
+
+def manifest_objects(manifest):
+    """{'Kind/name': object} of a rendered manifest (namespaced names are unique per release)."""
+    objects = {}
+    for doc in split_manifest(manifest).values():
+        obj = load_yaml(doc)
+        if isinstance(obj, dict) and obj.get("kind"):
+            objects["%s/%s" % (obj["kind"], (obj.get("metadata") or {}).get("name"))] = obj
+    return objects
+
+
+def changed_value_paths(before, after, prefix=""):
+    """The dotted paths of the values that differ (a list counts as one value). Only paths: a
+    value itself may be a secret and never leaves this function."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        paths = []
+        for key in sorted(set(before) | set(after), key=str):
+            path = "%s.%s" % (prefix, key) if prefix else str(key)
+            if key not in before or key not in after:
+                paths.append(path)
+            else:
+                paths += changed_value_paths(before[key], after[key], path)
+        return paths
+    return [] if before == after else [prefix or "(all values)"]
+
+
+def _pod_template_tags(objects):
+    tags = set()
+    for key, obj in objects.items():
+        if obj["kind"] in POD_TEMPLATE_KINDS:
+            containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+            if containers:
+                tags.add(image_tag(containers[0].get("image")) or "?")
+    return ",".join(sorted(tags)) or None
+
+
+def classify(current, desired, current_chart, desired_chart):
+    """What going from the deployed release to the desired one changes:
+    {chart, image_tag: {from, to} or None; values: changed value paths; objects: Kind/name of
+    every object added, removed or changed; restarts: the workloads that exist in both and whose
+    pod template changes, i.e. whose pods are replaced}. `desired` needs its manifest."""
+    before = manifest_objects(current["manifest"]) if current else {}
+    after = manifest_objects(desired.get("manifest", ""))
+    objects = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    restarts = sorted(k for k in objects if k in before and k in after
+                      and after[k]["kind"] in POD_TEMPLATE_KINDS
+                      and (before[k].get("spec") or {}).get("template")
+                      != (after[k].get("spec") or {}).get("template"))
+    tag_from, tag_to = _pod_template_tags(before), _pod_template_tags(after)
+    return dict(
+        chart=({"from": current_chart, "to": desired_chart}
+               if desired_chart and current_chart != desired_chart else None),
+        image_tag={"from": tag_from, "to": tag_to} if tag_from != tag_to else None,
+        values=changed_value_paths(current["values"] if current else {}, desired.get("config") or {}),
+        objects=objects,
+        restarts=restarts,
+    )
+
+
+def rollback_problems(current, history, api_versions):
+    """Why the release could not be rolled back to the revision it runs now, once an upgrade has
+    replaced it: that revision must be deployed and still in Helm's history, and every object of
+    its manifest must be of an API the cluster still serves (a rollback re-applies that manifest
+    as it is). An empty list when it can."""
+    if current is None:
+        return ["the release is not installed: a new region has nothing to roll back to"]
+    problems = []
+    if current["status"] != "deployed":
+        problems.append("revision %d is %s, not deployed" % (current["revision"], current["status"]))
+    if current["revision"] not in [h.get("revision") for h in history]:
+        problems.append("revision %d is not in the release's history" % current["revision"])
+    if api_versions is None:
+        return problems
+    served = set(api_versions)
+    missing = sorted({"%s/%s" % (obj.get("apiVersion"), obj["kind"])
+                      for obj in manifest_objects(current["manifest"]).values()
+                      if "%s/%s" % (obj.get("apiVersion"), obj["kind"]) not in served})
+    if missing:
+        problems.append("the cluster no longer serves %s, which revision %d holds"
+                        % (", ".join(missing), current["revision"]))
+    return problems

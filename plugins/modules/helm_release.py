@@ -22,6 +22,8 @@ description:
   - With O(rollback_to), rolls the release back to that revision instead.
 version_added: "0.1.0"
 author: ICN infrastructure team
+extends_documentation_fragment:
+  - icn.super_node.kube
 options:
   name:
     description: Release name.
@@ -61,12 +63,20 @@ options:
       - The HPA would raise it to its minimum anyway, but only at its first sync (15 s by default), so a new
         region would wait for it. Never lowers a count and never touches a release that already exists.
     type: int
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context.
-    type: str
+  plan:
+    description:
+      - Also render the desired release when its values changed (locally with C(helm template) where
+        that is faithful, else with a server-side dry run) and return RV(changes), what the upgrade
+        would change. Meant for check mode, where C(upgrade.yml) and C(deploy.yml) plan every region
+        before the first one changes.
+    type: bool
+    default: false
+  check_rollback:
+    description:
+      - When the release would change, also return RV(rollback), whether the revision deployed now
+        could be rolled back to once the upgrade has replaced it (implies O(plan)).
+    type: bool
+    default: false
   binary_path:
     description: The helm binary.
     type: path
@@ -122,17 +132,41 @@ chart:
   description: Chart name-version of the release rendered or installed (null when neither was needed).
   type: str
   returned: always
+changes:
+  description:
+    - What the upgrade changes (all empty when the release is unchanged). V(objects) and V(restarts)
+      are null when the chart was not rendered.
+    - V(restarts) lists the workloads whose pod template changes, so whose pods are replaced; a
+      change that restarts no pod (HPA bounds, PDB, ServiceMonitor, alerts, routing) leaves it empty.
+    - V(values) holds only the paths of the changed values, never a value.
+  type: dict
+  returned: with O(plan) or O(check_rollback)
+  sample:
+    chart: {from: icn-super-node-0.1.0, to: icn-super-node-0.2.0}
+    image_tag: {from: v1.0.0, to: v1.1.0}
+    values: [image.tag, resources.requests.memory]
+    objects: [ConfigMap/icn-super-node-eu-west-bootstrap, StatefulSet/icn-super-node-eu-west]
+    restarts: [StatefulSet/icn-super-node-eu-west]
+rollback:
+  description:
+    - Whether the revision deployed now can be rolled back to after the upgrade. V(problems) is empty
+      when it can; V(apis_checked) is false when the cluster's APIs could not be read (no aggregated
+      discovery) and only the history was checked.
+  type: dict
+  returned: with O(check_rollback) (only a release that would change is checked)
+  sample: {revision: 3, apis_checked: true, problems: []}
 """
 
 import json
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.icn.super_node.plugins.module_utils.kube import KubeClient, KubeError
+from ansible_collections.icn.super_node.plugins.module_utils.kube import (
+    KUBE_ARGUMENT_SPEC, KubeClient, KubeError)
 
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
-    Helm, HelmError, chart_metadata, chart_uses_lookup, cluster_capabilities, manifest_diff,
-    normalise_manifest, plan, values_diff)
+    Helm, HelmError, chart_metadata, chart_uses_lookup, classify, cluster_capabilities,
+    manifest_diff, normalise_manifest, plan, rollback_problems, values_diff)
 
 
 def chart_of(release):
@@ -158,6 +192,10 @@ def rollback(module, helm, current):
         target = int(target)
     except ValueError:
         module.fail_json(msg="rollback_to must be a revision number or 'previous', not %r" % target)
+    if target == current["revision"] and current["status"] == "deployed":
+        # The upgrade never replaced this revision: there is nothing to return to.
+        module.exit_json(changed=False, action="unchanged", previous_revision=target, revision=target,
+                         reasons=[], chart=None, rolled_back_to=None)
     result = dict(changed=True, action="rolled back", previous_revision=current["revision"],
                   revision=current["revision"], reasons=["rollback to revision %d" % target],
                   chart=None, rolled_back_to=target)
@@ -197,29 +235,70 @@ def start_at(module, release, namespace, replicas):
     return scaled
 
 
-def renders_as_deployed(module, helm, current, values):
-    """The fast path of a rerun: the chart rendered locally, with the cluster's version and APIs,
-    gives exactly the deployed manifest. A server-side dry run is needed only when it does not (or
-    when the chart calls lookup, or the cluster has no aggregated discovery): any doubt falls back
-    to it, so a difference is never missed."""
-    params = module.params
-    if chart_uses_lookup(params["chart_ref"]):
-        return False
+NO_CHANGES = dict(chart=None, image_tag=None, values=[], objects=[], restarts=[])
+
+
+class Lazy:
+    """A value computed on first use, then kept."""
+
+    def __init__(self, compute):
+        self._compute, self._done, self._value = compute, False, None
+
+    def __call__(self):
+        if not self._done:
+            self._value, self._done = self._compute(), True
+        return self._value
+
+
+def capabilities(module):
+    """The cluster's (version, API versions), or None where they cannot be read cheaply."""
     try:
-        with KubeClient(params["kubeconfig"], params["context"]) as kube:
-            caps = cluster_capabilities(kube)
-        if caps is None:
-            return False
-        rendered = helm.template(params["name"], params["namespace"], params["chart_ref"], values,
-                                 caps[0], caps[1])
-    except (KubeError, HelmError, KeyError, ValueError):
-        return False
-    return normalise_manifest(rendered) == normalise_manifest(current["manifest"])
+        with KubeClient(module.params["kubeconfig"], module.params["context"]) as kube:
+            return cluster_capabilities(kube)
+    except (KubeError, KeyError, ValueError):
+        return None
+
+
+def local_render(module, helm, caps):
+    """The chart rendered locally (helm template) with the cluster's version and APIs standing in
+    for a server's, or None when only a server-side dry run can tell: the chart calls lookup, or
+    the cluster's APIs could not be read. caps: the Lazy capabilities."""
+    params = module.params
+    if chart_uses_lookup(params["chart_ref"]) or caps() is None:
+        return None
+    caps = caps()
+    try:
+        return helm.template(params["name"], params["namespace"], params["chart_ref"],
+                             params["values"], caps[0], caps[1])
+    except HelmError:
+        return None
+
+
+def desired_release(module, helm, current, values, caps):
+    """The release an upgrade would make: {config, and the manifest and chart when rendered}.
+
+    A rerun with the same values is unchanged when the local render gives exactly the deployed
+    manifest; any other difference is confirmed by a server-side dry run, so a change is never
+    reported that Helm would not make. New values change the release whatever the chart renders:
+    they are rendered only to plan (O(plan), --diff), locally where that is faithful."""
+    params = module.params
+    same_values = current is not None and current["values"] == values
+    if not (same_values or params["plan"] or module._diff):
+        return {"config": values}
+    rendered = local_render(module, helm, caps)
+    if rendered is not None and (not same_values or (
+            current["status"] == "deployed"
+            and normalise_manifest(rendered) == normalise_manifest(current["manifest"]))):
+        return {"config": values, "manifest": rendered,
+                "chart": {"metadata": chart_metadata(params["chart_ref"])}}
+    return helm.upgrade(params["name"], params["namespace"], params["chart_ref"], params["values"],
+                        dry_run=True, history_max=params["history_max"])
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            KUBE_ARGUMENT_SPEC,
             name=dict(type="str", required=True),
             namespace=dict(type="str", required=True),
             chart_ref=dict(type="path"),
@@ -229,8 +308,8 @@ def main():
             rollback_to=dict(type="str"),
             initial_replicas=dict(type="int"),
             wait_timeout=dict(type="int", default=0),
-            kubeconfig=dict(type="path"),
-            context=dict(type="str"),
+            plan=dict(type="bool", default=False),
+            check_rollback=dict(type="bool", default=False),
             binary_path=dict(type="path", default="helm"),
             timeout=dict(type="int", default=120),
         ),
@@ -239,6 +318,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    params["plan"] = params["plan"] or params["check_rollback"]
     binary = module.get_bin_path(params["binary_path"], required=True)
     helm = Helm(binary, params["kubeconfig"], params["context"], params["timeout"])
     name, namespace = params["name"], params["namespace"]
@@ -248,18 +328,8 @@ def main():
         if params["rollback_to"]:
             rollback(module, helm, current)
         values = json.loads(json.dumps(params["values"]))  # as Helm stores them
-        same_values = current is not None and current["values"] == values
-        if (same_values and current["status"] == "deployed" and not module._diff
-                and renders_as_deployed(module, helm, current, params["values"])):
-            desired = {"config": values, "manifest": current["manifest"],
-                       "chart": {"metadata": chart_metadata(params["chart_ref"])}}
-        elif same_values or module._diff:
-            # Same values: only rendering the chart tells whether its objects changed.
-            desired = helm.upgrade(name, namespace, params["chart_ref"], params["values"],
-                                   dry_run=True, history_max=params["history_max"])
-        else:
-            # A new release or new values change the release whatever the chart renders.
-            desired = {"config": values}
+        caps = Lazy(lambda: capabilities(module))
+        desired = desired_release(module, helm, current, values, caps)
         changed, reasons = plan(current, desired)
         result = dict(changed=changed, reasons=reasons,
                       previous_revision=current["revision"] if current else None,
@@ -267,6 +337,20 @@ def main():
                       chart=chart_of(desired),
                       action="unchanged" if not changed else
                       ("installed" if current is None else "upgraded"))
+        if params["plan"]:
+            history = helm.history(name, namespace) if current else []
+            deployed = next((h.get("chart") for h in history if h.get("revision") == current["revision"]),
+                            None) if current else None
+            result["changes"] = (classify(current, desired, deployed, chart_of(desired)) if changed
+                                 else dict(NO_CHANGES))
+            if changed and "manifest" not in desired:  # not rendered: only the values are known
+                result["changes"].update(objects=None, restarts=None)
+            if params["check_rollback"]:  # only a release that changes is checked
+                apis = caps() and caps()[1] if changed else None
+                result["rollback"] = dict(revision=current["revision"] if current else None,
+                                          apis_checked=apis is not None,
+                                          problems=rollback_problems(current, history, apis)
+                                          if changed else [])
         if changed and module._diff:
             before = current["manifest"] if current else ""
             result["diff"] = [
