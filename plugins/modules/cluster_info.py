@@ -55,7 +55,8 @@ def main():
     )
     params = module.params
     try:
-        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"]) as kube:
+        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"],
+                        params["api_grace"]) as kube:
             version = kube.get("/version", "reading the server version")
             core = kube.get("/api", "listing the core API versions")
             groups = kube.get("/apis", "listing the API groups")

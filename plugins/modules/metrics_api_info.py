@@ -103,7 +103,8 @@ def main():
     ns, name = params["adapter_namespace"], params["adapter_name"]
     cm_name = params["adapter_configmap"] or name
     try:
-        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"]) as kube:
+        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"],
+                        params["api_grace"]) as kube:
             apiservices = kube.get("/apis/apiregistration.k8s.io/v1/apiservices",
                                    "listing the APIServices").get("items") or []
             deployment = kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}",
