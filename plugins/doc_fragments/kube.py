@@ -14,8 +14,8 @@ options:
         reads it; AWX's Kubernetes credentials set it), else the files of E(KUBECONFIG) (merged as
         kubectl merges them), else C(~/.kube/config).
       - Users may log in with a token, a token file, a client certificate, basic auth, or an exec
-        credential plugin (C(client.authentication.k8s.io/v1) or C(v1beta1): C(aws eks get-token),
-        C(gke-gcloud-auth-plugin), C(kubelogin)). The plugin runs without a terminal, for at most
+        credential plugin (C(client.authentication.k8s.io/v1) or C(v1beta1), such as
+        C(aws eks get-token), C(gke-gcloud-auth-plugin) or C(kubelogin)). The plugin runs without a terminal, for at most
         O(request_timeout) seconds; one that fails fails the task with its own message, one whose
         C(interactiveMode) is C(Always) is refused (log in first). C(auth-provider) and
         impersonation (C(as), C(as-groups)) are refused, naming the field.

@@ -34,6 +34,7 @@ class FakeAPI:
         self.routes = dict(DEFAULT_ROUTES if routes is None else routes)
         self.token = token  # when set, another Authorization gets 401
         self.faults: list[tuple] = []
+        self.outage_until, self.outage_fault = 0.0, None
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         api = self
@@ -62,6 +63,8 @@ class FakeAPI:
                 with api.lock:
                     api.requests.append(record)
                     fault = api.faults.pop(0) if api.faults else None
+                    if fault is None and time.monotonic() < api.outage_until:
+                        fault = api.outage_fault
                 if fault is not None:
                     kind = fault[0]
                     if kind == "drop":  # the connection closes without an answer
@@ -105,6 +108,11 @@ class FakeAPI:
     def fault(self, *faults: tuple) -> None:
         with self.lock:
             self.faults.extend(faults)
+
+    def outage(self, seconds: float, fault: tuple = ("status", 503)) -> None:
+        """Every request gets `fault` for the next `seconds`."""
+        with self.lock:
+            self.outage_until, self.outage_fault = time.monotonic() + seconds, fault
 
     def __enter__(self):
         self.thread.start()

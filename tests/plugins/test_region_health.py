@@ -327,12 +327,15 @@ def test_unreachable_cluster_fails_fast_naming_the_context(lab_region, frozen_po
     path.write_text(json.dumps(kubeconfig))
 
     started = time.monotonic()
-    # Waiting does not turn an unreachable cluster into a region that may still get healthy.
+    # Waiting does not turn an unreachable cluster into a region that may still get healthy: it
+    # fails once the API server has not answered for api_grace, well before wait_timeout.
     result = region_health(dict(kubeconfig=str(path), context=context, regions=[region],
-                                request_timeout=2, wait=True, wait_timeout=120))
+                                request_timeout=2, wait=True, wait_timeout=120, api_grace=3))
     took = time.monotonic() - started
 
     assert result["failed"] is True and result["changed"] is False
     assert f"context {context}" in result["msg"] and says in result["msg"], result["msg"]
+    if fault != "unknown context":
+        assert "(tried " in result["msg"], result["msg"]  # retried for the grace, then failed
     assert "regions" not in result
     assert took < 20, f"an unreachable cluster took {took:.0f}s to fail"
