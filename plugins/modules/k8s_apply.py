@@ -54,7 +54,7 @@ options:
     type: bool
     default: false
   request_timeout:
-    description: Seconds any API request may take.
+    description: Seconds one attempt of an API request may take (see O(api_grace) for retries).
     type: float
     default: 20
 notes:

@@ -36,7 +36,7 @@ options:
     type: str
     default: network_bandwidth_utilization
   request_timeout:
-    description: Seconds any API request may take.
+    description: Seconds one attempt of an API request may take (see O(api_grace) for retries).
     type: float
     default: 10
 """
