@@ -38,6 +38,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -343,7 +344,9 @@ def proxy_manager(proxy_url: str, field: str, **pool):
     parts = urlsplit(proxy_url)
     if parts.scheme in ("socks5", "socks5h"):
         try:
-            from urllib3.contrib.socks import SOCKSProxyManager
+            with warnings.catch_warnings():  # urllib3 warns before it fails without PySocks
+                warnings.simplefilter("ignore", urllib3.exceptions.DependencyWarning)
+                from urllib3.contrib.socks import SOCKSProxyManager
         except ImportError:
             raise KubeError(f"{field} is the SOCKS proxy {_redacted(proxy_url)}, which needs PySocks "
                             "on the controller (pip install 'urllib3[socks]')") from None
