@@ -671,12 +671,13 @@ class KubeClient:
         if body is not None:
             data = json.dumps(body).encode()
         may_retry = method in ("GET", "HEAD") if idempotent is None else idempotent
-        started, attempts, renewed, rejected = time.monotonic(), 0, False, False
+        started, attempts, rejected = time.monotonic(), 0, False
+        fresh = False  # the plugin ran for this very attempt
         while True:
-            if (self._exec and not renewed and self._expires
+            if (self._exec and not fresh and self._expires
                     and time.time() > self._expires - EXPIRY_MARGIN):
-                renewed = True  # (a plugin that returns an expired credential runs once here)
-                self._refresh()
+                self._refresh()  # expired, also in the middle of a long retry
+            fresh = False
             headers = {"Accept": accept, **self.headers}
             if data is not None:
                 headers["Content-Type"] = content_type
@@ -691,7 +692,7 @@ class KubeClient:
                 if status == 401 and self._exec and attempts == 0 and not rejected:
                     # The plugin's credential was refused (revoked, or expired early): the plugin
                     # runs again once, as client-go does; the request was not carried out.
-                    rejected = renewed = True
+                    rejected = fresh = True
                     self._refresh()
                     continue
                 if status == 404 and missing_ok:

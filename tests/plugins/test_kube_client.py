@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -587,6 +588,73 @@ def test_the_kubeconfigs_proxy_url_is_used(tmp_path):
         with KubeClient(str(path)) as client:
             assert client.get("/version", "reading")["gitVersion"] == "v1.36.3-proxied"
         assert proxy.seen == [("http://kube.invalid:8080/version", "Basic aWNuOnNAY3JldA==")]
+    finally:
+        proxy.close()
+
+
+class TunnelProxy:
+    """A CONNECT proxy that resolves every name to 127.0.0.1, and records the CONNECT lines."""
+
+    def __init__(self):
+        import socketserver
+        self.seen = []
+        seen = self.seen
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                line = self.rfile.readline().decode()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                seen.append(line.strip())
+                host_port = line.split()[1]
+                upstream = socket.create_connection(("127.0.0.1", int(host_port.rsplit(":", 1)[1])))
+                self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                self.wfile.flush()
+
+                def pump(src, dst):
+                    try:
+                        while chunk := src.recv(65536):
+                            dst.sendall(chunk)
+                    except OSError:
+                        pass
+                    finally:
+                        for sock in (src, dst):
+                            try:
+                                sock.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
+
+                back = threading.Thread(target=pump, args=(upstream, self.connection), daemon=True)
+                back.start()
+                pump(self.connection, upstream)
+                back.join(5)
+                upstream.close()
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_https_api_server_is_reached_through_the_proxys_tunnel(tls_fake, pki, tmp_path):
+    proxy = TunnelProxy()
+    try:
+        user = {"client-certificate-data": b64(pki / "icn-admin.crt"),
+                "client-key-data": b64(pki / "icn-admin.key")}
+        cluster = {"certificate-authority-data": b64(pki / "icn-test-ca.crt"),
+                   "proxy-url": f"http://127.0.0.1:{proxy.server.server_address[1]}"}
+        # kube.internal resolves nowhere but at the proxy; its certificate is verified end to end.
+        path = write_kubeconfig(tmp_path / "kubeconfig", f"https://kube.internal:{tls_fake.port}",
+                                user, cluster)
+        with KubeClient(str(path)) as client:
+            assert client.get("/version", "reading")["gitVersion"] == "v1.36.3"
+        assert [line.rsplit(" ", 1)[0] for line in proxy.seen] == [f"CONNECT kube.internal:{tls_fake.port}"]
     finally:
         proxy.close()
 
