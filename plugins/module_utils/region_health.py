@@ -9,6 +9,11 @@ Reading: module_utils/kube.py, a small REST client (the kubernetes Python client
 costs about a third of a second of CPU per task). Per poll the check makes seven GET requests, however many regions it
 judges: one list each of StatefulSets, pods, PVCs, PDBs, HPAs and ConfigMaps in the namespace, and
 one read of the staking-keys Secret, of which only the key names are kept.
+
+Weather: each GET is retried by the client while it fails with a connection error, a timeout,
+429 or 5xx, for at most api_grace seconds (and, when waiting, not past the wait's deadline). So a
+poll that fails means the API server has not answered for the grace: the check ends then, in the
+wait, the hold or a gate alike. A region that answers and is unhealthy is judged as before.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from ansible_collections.icn.super_node.plugins.module_utils.kube import (
-    KUBE_ARGUMENT_SPEC, KubeClient, KubeError)
+    DEFAULT_GRACE, KUBE_ARGUMENT_SPEC, KubeClient, KubeError)
 
 APP_NAME = "icn-super-node"
 APP_LABEL = "app.kubernetes.io/name"
@@ -85,7 +90,7 @@ def validate(params: dict) -> None:
     bad = [r for r in params["regions"] if not REGION_NAME.match(r)]
     if bad:
         raise RegionHealthError(f"regions must be lowercase DNS labels, not {', '.join(map(repr, bad))}")
-    for option in ("wait_timeout", "hold_seconds"):
+    for option in ("wait_timeout", "hold_seconds", "api_grace"):
         if params[option] < 0:
             raise RegionHealthError(f"{option} must be 0 or more seconds")
     for option in ("poll_interval", "request_timeout"):
@@ -96,23 +101,26 @@ def validate(params: dict) -> None:
 # --------------------------------------------------------------------------- reading
 
 class NamespaceReader:
-    """GETs of one namespace's objects as JSON; no call is retried, each one is bounded by the
-    request timeout, and every failure becomes a RegionHealthError naming what was read."""
+    """GETs of one namespace's objects as JSON; each attempt is bounded by the request timeout,
+    a transient failure is retried for the grace (not past `deadline`, a time.monotonic(), when
+    set), and every failure becomes a RegionHealthError naming what was read."""
 
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str,
-                 request_timeout: float):
+                 request_timeout: float, api_grace: float = DEFAULT_GRACE):
         try:
-            self.client = KubeClient(kubeconfig, context, request_timeout)
+            self.client = KubeClient(kubeconfig, context, request_timeout, api_grace)
         except KubeError as err:
             raise RegionHealthError(str(err)) from None
         self.namespace = namespace
+        self.deadline: float | None = None
 
     def close(self) -> None:
         self.client.close()
 
     def _get(self, what: str, path: str, query: dict | None = None, missing_ok: bool = False):
         try:
-            return self.client.get(path, what, query=query, missing_ok=missing_ok)
+            return self.client.get(path, what, query=query, missing_ok=missing_ok,
+                                   deadline=self.deadline)
         except KubeError as err:
             raise RegionHealthError(str(err)) from None
 
@@ -345,7 +353,9 @@ def check_region_health(params: dict) -> dict:
     """Reads and judges the regions, polling until healthy when params["wait"] is set.
 
     Returns {regions, healthy, problems, elapsed}; raises RegionHealthError when the check
-    cannot be made (an API error ends the check at once, waiting or not)."""
+    cannot be made: an API error that is not transient ends the check at once, waiting or not; a
+    transient one (the server away, 429, 5xx) once it has lasted params["api_grace"] seconds, or
+    when waiting, at the wait's deadline if that comes first."""
     validate(params)
     started = time.monotonic()
     deadline = started + (params["wait_timeout"] if params["wait"] else 0)
@@ -354,19 +364,25 @@ def check_region_health(params: dict) -> dict:
                           expect_hpa=params["expect_hpa"],
                           require_disruption_allowed=params["require_disruption_allowed"])
     reader = NamespaceReader(params["kubeconfig"], params["context"], params["namespace"],
-                             params["request_timeout"])
+                             params["request_timeout"], params["api_grace"])
+
     def judge() -> tuple[dict, bool]:
         snap = reader.snapshot(params["regions"], params["secret_name"])
         reports = {region: judge_region(region, snap, expect) for region in params["regions"]}
         return reports, all(report["healthy"] for report in reports.values())
 
     try:
+        if params["wait"]:
+            reader.deadline = deadline
         while True:
             reports, healthy = judge()
             if healthy or time.monotonic() + params["poll_interval"] > deadline:
                 break
             time.sleep(params["poll_interval"])
-        # Holding: healthy must stay healthy at every poll for hold_seconds (a soak).
+        # Holding: healthy must stay healthy at every poll for hold_seconds (a soak). A region
+        # that answers unhealthy ends it at once; one that does not answer gets the grace (the
+        # client's retries), even at the end of the hold: the verdict needs a read.
+        reader.deadline = None
         hold_until = time.monotonic() + params["hold_seconds"]
         while healthy and time.monotonic() < hold_until:
             time.sleep(min(params["poll_interval"], max(hold_until - time.monotonic(), 0)))

@@ -10,15 +10,15 @@ short_description: A cluster's Kubernetes version and served API group versions,
 version_added: "0.1.0"
 description:
   - Reads C(/version), C(/api) and C(/apis) of the cluster, each request bounded by O(request_timeout),
-    with the collection's small REST client. An unreachable cluster fails the task at once, naming
-    the context.
+    with the collection's small REST client. A cluster that does not answer (or answers 429 or
+    5xx) for O(api_grace) seconds fails the task, naming the context.
   - Read-only.
 author: ICN infrastructure team
 extends_documentation_fragment:
   - icn.super_node.kube
 options:
   request_timeout:
-    description: Seconds any API request may take.
+    description: Seconds one attempt of an API request may take (see O(api_grace) for retries).
     type: float
     default: 10
 """
@@ -55,7 +55,8 @@ def main():
     )
     params = module.params
     try:
-        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"]) as kube:
+        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"],
+                        params["api_grace"]) as kube:
             version = kube.get("/version", "reading the server version")
             core = kube.get("/api", "listing the core API versions")
             groups = kube.get("/apis", "listing the API groups")

@@ -54,7 +54,7 @@ options:
     type: bool
     default: false
   request_timeout:
-    description: Seconds any API request may take.
+    description: Seconds one attempt of an API request may take (see O(api_grace) for retries).
     type: float
     default: 20
 notes:
@@ -174,7 +174,8 @@ def main():
     params = module.params
     results, changed, before_docs, after_docs = [], False, [], []
     try:
-        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"]) as kube:
+        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"],
+                        params["api_grace"]) as kube:
             planned_namespaces = set()  # namespaces a check-mode run would create
             for want in params["definitions"]:
                 path, where = path_of(want)
@@ -192,8 +193,10 @@ def main():
                          "force": "true" if params["force_conflicts"] else "false"}
                 if module.check_mode:
                     query["dryRun"] = "All"
+                # A server-side apply gives the same object however often it is sent: it is
+                # retried through the weather like a read (api_grace).
                 applied = kube.request("PATCH", path, f"applying {where}", query=query, body=want,
-                                       content_type="application/apply-patch+yaml")
+                                       content_type="application/apply-patch+yaml", idempotent=True)
                 if live is None:
                     action = "created"
                     if want["kind"] == "Namespace":

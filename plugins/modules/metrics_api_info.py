@@ -36,7 +36,7 @@ options:
     type: str
     default: network_bandwidth_utilization
   request_timeout:
-    description: Seconds any API request may take.
+    description: Seconds one attempt of an API request may take (see O(api_grace) for retries).
     type: float
     default: 10
 """
@@ -103,7 +103,8 @@ def main():
     ns, name = params["adapter_namespace"], params["adapter_name"]
     cm_name = params["adapter_configmap"] or name
     try:
-        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"]) as kube:
+        with KubeClient(params["kubeconfig"], params["context"], params["request_timeout"],
+                        params["api_grace"]) as kube:
             apiservices = kube.get("/apis/apiregistration.k8s.io/v1/apiservices",
                                    "listing the APIServices").get("items") or []
             deployment = kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}",

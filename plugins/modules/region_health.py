@@ -17,8 +17,11 @@ description:
     in the gates of C(upgrade.yml). Each poll makes seven API calls, however many regions it judges.
   - With O(wait=true) it polls until every region is healthy or O(wait_timeout) passes.
   - Every API call is bounded by O(request_timeout), so a frozen API server fails the task instead
-    of hanging it. An API error or timeout ends the check at once, waiting or not, and the task
-    fails with a message that names the context.
+    of hanging it. A call that fails with a connection error, a timeout, HTTP 429 or 5xx is tried
+    again for O(api_grace) seconds (when O(wait=true), not past O(wait_timeout)); a region whose
+    API server stops answering for less than that, during a wait, the hold or a gate, is judged as
+    if it had not. Past the grace, or at once for any other API error, the check ends, waiting or
+    not, and the task fails with a message that names the context.
   - Of the staking-keys Secret only the key names are read; no secret value is ever returned or
     logged.
   - Read-only; never reports a change.
@@ -26,8 +29,7 @@ author:
   - ICN infrastructure team
 requirements:
   - python >= 3.9
-  - PyYAML and urllib3 (both come with ansible-core); the kubernetes Python client only for
-    kubeconfigs that log in through an exec or auth-provider plugin
+  - PyYAML and urllib3 (both come with ansible-core)
 extends_documentation_fragment:
   - icn.super_node.kube
 options:
@@ -49,8 +51,8 @@ options:
     description:
       - Several clusters judged at once, each read in its own thread (the gate of a rollout, which
         must see every region). Instead of O(kubeconfig), O(context) and O(regions).
-      - A cluster that cannot be read makes each of its regions unhealthy, with the error as its
-        problem, instead of failing the task.
+      - A cluster that cannot be read (for O(api_grace) seconds) makes each of its regions
+        unhealthy, with the error as its problem, instead of failing the task.
     type: list
     elements: dict
     suboptions:
@@ -103,11 +105,14 @@ options:
     description:
       - Once the regions are healthy, keep polling them for this many seconds (a soak); the first poll
         that finds a region unhealthy ends the check, unhealthy. V(0) checks once.
+      - A poll whose API server does not answer is not unhealthy; its calls are retried for
+        O(api_grace) seconds (even past the end of the hold), and only then fail the task.
     type: float
     default: 0
   request_timeout:
     description:
-      - Seconds one API call may take (connect and read together); no call is retried.
+      - Seconds one attempt of an API call may take (connect and read together); see O(api_grace)
+        for retries.
     type: float
     default: 10
   fail_on_unhealthy:
@@ -130,9 +135,9 @@ notes:
     least as many healthy pods as it requires, the HPA exists (with O(expect_hpa)), the bootstrap
     ConfigMap and the staking key exist; and, when asked, the image tag matches and the PDB allows
     a disruption.
-  - It uses the kubernetes Python client's kubeconfig loader (tokens, client certificates, exec
-    plugins, proxies) and its connection pool directly, but not the client's typed API classes,
-    whose import alone costs about a second per task.
+  - It reads the kubeconfig with the collection's small REST client (tokens, client certificates,
+    exec plugins, proxies), not the kubernetes Python client, whose import alone costs about a
+    second per task.
   - Needs get/list on statefulsets, pods, persistentvolumeclaims, poddisruptionbudgets,
     horizontalpodautoscalers and configmaps, and get on the one Secret, in the namespace.
 seealso:

@@ -21,6 +21,11 @@ the hook ansible-core keeps for it.
 The module runs in the controller's Python, the one the inventories name anyway
 (``ansible_python_interpreter: "{{ ansible_playbook_python }}"``). Out of process as usual when the connection is not local (the module must then run where the
 connection leads), for ``async`` tasks, or when ICN_MODULES_IN_WORKER=0 (for debugging).
+
+A task's ``environment:`` (K8S_AUTH_KUBECONFIG, HTTPS_PROXY, an exec plugin's AWS_PROFILE...)
+is what Ansible puts in front of the module's command line. Here it is set in ``os.environ``
+while ``main()`` runs, and the worker's own values are put back after: the worker is a process
+forked for this one task, and nothing else runs in it meanwhile.
 """
 from __future__ import annotations
 
@@ -40,6 +45,22 @@ display = Display()
 
 # The profile of modules that declare no metadata (every module here).
 PROFILE = "legacy"
+
+
+@contextlib.contextmanager
+def environment_of_task(variables: dict):
+    """os.environ with the task's variables set (as strings, like the shell prefix that an
+    out-of-process module gets), restored on the way out, whatever happens."""
+    saved = {name: os.environ.get(name) for name in variables}
+    try:
+        os.environ.update({str(name): str(value) for name, value in variables.items()})
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class InWorkerModule(NormalAction):
@@ -68,12 +89,15 @@ class InWorkerModule(NormalAction):
         display.vvv("running %s in the worker (pid %d)" % (found.resolved_fqcn, os.getpid()),
                     host=self._play_context.remote_addr)
 
+        environment: dict = {}
+        self._compute_environment_string(environment)  # the task's environment:, templated
+
         encoder = get_module_encoder(PROFILE, Direction.CONTROLLER_TO_MODULE)
         basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": module_args}, cls=encoder).encode()
         basic._ANSIBLE_PROFILE = PROFILE
         printed = io.StringIO()
         try:
-            with contextlib.redirect_stdout(printed):
+            with contextlib.redirect_stdout(printed), environment_of_task(environment):
                 importlib.import_module(found.plugin_resolved_name).main()
         except SystemExit:
             pass  # exit_json and fail_json end with sys.exit once the result is printed

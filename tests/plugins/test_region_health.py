@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from apifreeze import freeze_for
 from labkit import ROOT, Cluster, is_ready, wait_for
 from playbook import module_command, module_env, module_result
 
@@ -327,12 +328,41 @@ def test_unreachable_cluster_fails_fast_naming_the_context(lab_region, frozen_po
     path.write_text(json.dumps(kubeconfig))
 
     started = time.monotonic()
-    # Waiting does not turn an unreachable cluster into a region that may still get healthy.
+    # Waiting does not turn an unreachable cluster into a region that may still get healthy: it
+    # fails once the API server has not answered for api_grace, well before wait_timeout.
     result = region_health(dict(kubeconfig=str(path), context=context, regions=[region],
-                                request_timeout=2, wait=True, wait_timeout=120))
+                                request_timeout=2, wait=True, wait_timeout=120, api_grace=3))
     took = time.monotonic() - started
 
     assert result["failed"] is True and result["changed"] is False
     assert f"context {context}" in result["msg"] and says in result["msg"], result["msg"]
+    if fault != "unknown context":
+        assert "(tried " in result["msg"], result["msg"]  # retried for the grace, then failed
     assert "regions" not in result
     assert took < 20, f"an unreachable cluster took {took:.0f}s to fail"
+
+
+def test_an_api_server_frozen_for_less_than_the_grace_does_not_end_the_hold(workload):
+    """The region's kube-apiserver is stopped (SIGSTOP) for 5 s in the middle of a 12 s hold: the
+    polls of those seconds are retried until it answers again, and the region stays healthy."""
+    thaws = []
+    result = region_health_meanwhile(
+        workload.args(hold_seconds=12, poll_interval=0.5, api_grace=15, request_timeout=2), 3,
+        lambda: thaws.append(freeze_for(workload.cluster.context, 5)))
+    thaws[0].join()
+    assert not result.get("failed"), result.get("msg")
+    assert result["healthy"] is True and result["problems"] == []
+    assert result["elapsed"] >= 12
+
+
+def test_an_api_server_frozen_past_the_grace_ends_the_hold_naming_the_timeout(workload):
+    thaws = []
+    result = region_health_meanwhile(
+        workload.args(hold_seconds=60, poll_interval=0.5, api_grace=2, request_timeout=1), 3,
+        lambda: thaws.append(freeze_for(workload.cluster.context, 6)))
+    thaws[0].join()
+    assert result["failed"] is True
+    assert f"context {workload.cluster.context}" in result["msg"]
+    assert "timed out" in result["msg"] and "(tried " in result["msg"], result["msg"]
+    assert "regions" not in result
+    assert result.get("elapsed") is None  # a failed read, not a verdict
