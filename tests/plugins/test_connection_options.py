@@ -45,12 +45,18 @@ def test_no_task_repeats_the_connection_options(path):
             "group/icn.super_node.cluster say them once")
 
 
+def role_uses_the_cluster_group(role: str) -> bool:
+    tasks = ROOT / "roles" / role.removeprefix("icn.super_node.") / "tasks"
+    return role.startswith("icn.super_node.") and any(
+        cluster_tasks(yaml.safe_load(f.read_text())) for f in tasks.glob("*.yml"))
+
+
 def play_uses_the_cluster_group(play) -> bool:
     roles = [r if isinstance(r, str) else r.get("role") or r.get("name") for r in play.get("roles") or []]
     tasks = [t for key in ("pre_tasks", "tasks", "post_tasks", "handlers") for t in play.get(key) or []]
-    includes_a_role = any(k in t for t in tasks_of(tasks)
-                          for k in ("ansible.builtin.include_role", "ansible.builtin.import_role"))
-    return bool(cluster_tasks(tasks)) or any(str(r).startswith("icn.super_node.") for r in roles) or includes_a_role
+    roles += [t[k]["name"] for t in tasks_of(tasks)
+              for k in ("ansible.builtin.include_role", "ansible.builtin.import_role") if k in t]
+    return bool(cluster_tasks(tasks)) or any(role_uses_the_cluster_group(str(r)) for r in roles)
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
