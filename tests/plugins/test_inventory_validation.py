@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.icn.super_node.plugins.action.validate_inventory import (  # noqa: E402
     helm_problems)
 from ansible_collections.icn.super_node.plugins.module_utils.inventory_validation import (  # noqa: E402
-    CLOUDS, ENVIRONMENTS, Rules, kubeconfig_contexts, staking_key_state, validate)
+    CLOUDS, Rules, kubeconfig_contexts, staking_key_state, validate)
 
 SCHEMA = ROOT / "charts/super-node/values.schema.json"
 LOCAL_HOSTS = yaml.safe_load((ROOT / "inventories/local/hosts.yml").read_text())["super_nodes"]["hosts"]
@@ -143,7 +143,8 @@ def test_the_allowed_values_come_from_the_schema():
     schema = json.loads(SCHEMA.read_text())
     assert rules.regions == schema["definitions"]["region"]["enum"]
     assert rules.max_replicas == schema["properties"]["autoscaling"]["properties"]["maxReplicas"].get("maximum", 100)
-    assert CLOUDS == ("aws", "gcp", "azure", "local") and "prod" in ENVIRONMENTS
+    assert rules.environments == schema["properties"]["global"]["properties"]["environment"]["enum"]
+    assert CLOUDS == ("aws", "gcp", "azure", "local") and "prod" in rules.environments
 
 
 def fake_helm(tmp_path, version="v3.22.0", rc=0):

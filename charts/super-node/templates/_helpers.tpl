@@ -28,19 +28,26 @@ Call with (dict "root" $ "region" $region ["suffix" "headless"]).
 {{- $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The seven production regions, in order. "all" expands to this list; values.schema.json has the same enum. */}}
+{{/*
+Every region, in order, as a JSON list: the names of the catalogue regions.yaml (the one source;
+values.schema.json's region enum is generated from it). "all" expands to this list.
+*/}}
 {{- define "icn-super-node.allRegions" -}}
-{{- list "na-west" "na-east" "eu-west" "eu-east" "apac" "latam" "mena" | toJson -}}
+{{- $out := list -}}
+{{- range (.Files.Get "regions.yaml" | fromYaml).regions -}}
+{{- $out = append $out (toString .name) -}}
+{{- end -}}
+{{- $out | toJson -}}
 {{- end -}}
 
 {{/*
 Expand a regions value (a list, or the string "all") to a JSON list.
-Call with (dict "value" <value>).
+Call with (dict "root" $ "value" <value>).
 */}}
 {{- define "icn-super-node.expandRegions" -}}
 {{- $v := .value -}}
 {{- if and (kindIs "string" $v) (eq $v "all") -}}
-{{- include "icn-super-node.allRegions" . -}}
+{{- include "icn-super-node.allRegions" .root -}}
 {{- else if kindIs "slice" $v -}}
 {{- $out := list -}}
 {{- range $v -}}
@@ -58,14 +65,14 @@ Validates all values first, so every template fails with the same complete messa
 */}}
 {{- define "icn-super-node.regions" -}}
 {{- include "icn-super-node.validateValues" . -}}
-{{- include "icn-super-node.expandRegions" (dict "value" .Values.global.regions) -}}
+{{- include "icn-super-node.expandRegions" (dict "root" . "value" .Values.global.regions) -}}
 {{- end -}}
 
 {{/* Regions the mesh VirtualService routes to (istio.meshRouting.regions, [] = global.regions), JSON list. */}}
 {{- define "icn-super-node.meshRegions" -}}
 {{- $v := .Values.istio.meshRouting.regions -}}
 {{- if or (and (kindIs "slice" $v) (gt (len $v) 0)) (kindIs "string" $v) -}}
-{{- include "icn-super-node.expandRegions" (dict "value" $v) -}}
+{{- include "icn-super-node.expandRegions" (dict "root" . "value" $v) -}}
 {{- else -}}
 {{- include "icn-super-node.regions" . -}}
 {{- end -}}
