@@ -216,3 +216,11 @@ def test_the_preflight_role_refuses_every_problem_at_once_and_shows_no_key(tmp_p
                   "helm binary '/nonexistent/helm' (preflight_helm_binary) is not on the PATH"):
         assert words in out, words
     assert "not-a-key" not in out
+
+
+def test_the_role_defaults_reach_the_validation_through_the_task_arguments(tmp_path, kubeconfig):
+    """The lab inventory sets no storage size or bootstrap nodes: the super_node role's defaults,
+    passed by the preflight role (preflight_super_node_defaults), are what is validated."""
+    proc = run_validation(tmp_path, kubeconfig, None, None, KEYS, "-e", "{'preflight_super_node_defaults': {}}")
+    assert proc.returncode != 0
+    assert "region na-west: super_node_storage_size is None" in proc.stdout, proc.stdout[-3000:]
