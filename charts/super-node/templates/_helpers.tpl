@@ -174,25 +174,6 @@ true
 {{- end -}}
 
 {{/*
-Split 100 into n integer weights that sum to exactly 100 (the first 100 mod n get one more).
-Returns a JSON list. Call with an integer n >= 1.
-*/}}
-{{- define "icn-super-node.evenWeights" -}}
-{{- $n := int . -}}
-{{- $base := div 100 $n -}}
-{{- $rest := mod 100 $n -}}
-{{- $out := list -}}
-{{- range $i := until $n -}}
-{{- if lt $i (int $rest) -}}
-{{- $out = append $out (add $base 1) -}}
-{{- else -}}
-{{- $out = append $out $base -}}
-{{- end -}}
-{{- end -}}
-{{- $out | toJson -}}
-{{- end -}}
-
-{{/*
 The chart's own checks: what values.schema.json cannot express (cross-field rules, duplicates),
 plus the region checks again so they hold with --skip-schema-validation too.
 Gathers every problem and fails ONCE, each message naming the field and what is allowed.
