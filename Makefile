@@ -19,6 +19,8 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 help:
 	@echo "make demo                 build or reuse the tools, start the 7-region lab, deploy to it"
 	@echo "make test                 install what is needed and run every test (what CI runs)"
+	@echo "make test-unit            the tests that need no cluster (lint, then pytest -m 'not multi and not single')"
+	@echo "make test-lab             the tests that need the lab (pytest -m 'multi or single'; starts the lab it needs)"
 	@echo "make lab-up [REGIONS=N] [TOPOLOGY=multi|single]   start the lab"
 	@echo "make lab-status | lab-down"
 	@echo "make lint | build"
@@ -33,7 +35,8 @@ venv: $(VENV)/.installed
 tools:
 	bash lab/build-tools.sh
 
-lab-up: tools
+# lab/icnlab.py reads the region catalogue (charts/super-node/regions.yaml) with the venv's PyYAML.
+lab-up: venv tools
 	$(PYTHON) lab/icnlab.py up --regions $(REGIONS) --topology $(TOPOLOGY)
 	@$(PYTHON) lab/icnlab.py status
 
@@ -55,6 +58,15 @@ build: venv
 
 test: venv tools
 	bash tests/run-all.sh
+
+# The chart-render and alert tests need helm and promtool: `tools` builds them once (cached).
+test-unit: venv tools
+	yamllint --strict .
+	ansible-lint --profile production
+	python -m pytest tests -m 'not multi and not single'
+
+test-lab: venv tools
+	python -m pytest tests -m 'multi or single'
 
 .PHONY: bench-deploy bench-upgrade
 bench-deploy: venv tools

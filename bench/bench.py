@@ -22,9 +22,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / ".lab-bench"
-REGIONS = ["na-west", "na-east", "eu-west", "eu-east", "apac", "latam", "mena"]
+# The regions, in order, from the chart's catalogue (the one source).
+REGIONS = [str(r["name"]) for r in
+           yaml.safe_load((ROOT / "charts/super-node/regions.yaml").read_text())["regions"]]
 NS = "icn"
 
 

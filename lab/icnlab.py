@@ -39,7 +39,21 @@ KWOK_WORKDIR = LAB / "kwok"
 KUBECONFIG = LAB / "kubeconfig"
 STATE = LAB / "lab.json"
 
-REGIONS = ["na-west", "na-east", "eu-west", "eu-east", "apac", "latam", "mena"]
+
+
+def catalogue_regions() -> list[str]:
+    """The regions, in order, from the chart's catalogue charts/super-node/regions.yaml (the one
+    source). The lab starts the first N of them."""
+    try:
+        import yaml
+    except ImportError:
+        sys.exit("lab/icnlab.py reads charts/super-node/regions.yaml with PyYAML: run it with the "
+                 "project's Python (`make venv`; .venv/bin/python lab/icnlab.py)")
+    catalogue = yaml.safe_load((ROOT / "charts" / "super-node" / "regions.yaml").read_text())
+    return [str(entry["name"]) for entry in catalogue["regions"]]
+
+
+REGIONS = catalogue_regions()
 ZONE_SUFFIXES = ["a", "b"]
 NODES_PER_REGION = {"multi": 8, "single": 4}  # single: 28 nodes in all
 VOLUMES_PER_ZONE = {"multi": 8, "single": 4}

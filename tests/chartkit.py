@@ -19,6 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "super-node"
+# The regions, in order, from the catalogue (the one source; tests/test_one_source.py).
+REGIONS = [str(r["name"]) for r in yaml.safe_load((CHART / "regions.yaml").read_text())["regions"]]
 NAMESPACE = "icn"
 RELEASE = "icn-super-nodes"
 TOOLS_CACHE = Path(os.environ.get("ICN_TOOLS_CACHE", Path.home() / ".cache" / "icn-super-node" / "tools"))

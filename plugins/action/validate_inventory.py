@@ -28,10 +28,6 @@ FIELDS = {
     "environment": "super_node_environment",
 }
 MISSING = object()
-# Roles whose defaults apply when the inventory leaves a variable out, so the values checked
-# here are the values the roles will use.
-DEFAULTS_FROM = ("super_node",)
-COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _read(hostvars, var):
@@ -65,7 +61,7 @@ def helm_problems(binary: str, minimum: str) -> list:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("schema", "hosts", "helm_binary", "min_helm_version"))
+    _VALID_ARGS = frozenset(("schema", "hosts", "helm_binary", "min_helm_version", "defaults"))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
@@ -73,7 +69,9 @@ class ActionModule(ActionBase):
         args = self._task.args
         hosts = args.get("hosts") or task_vars["ansible_play_hosts_all"]
         rules = Rules(args["schema"])
-        defaults = self._role_defaults()
+        # The values the roles use where the inventory leaves a variable out (the preflight role
+        # passes the super_node role's defaults), so the values checked are the values used.
+        defaults = args.get("defaults") or {}
         records = []
         for host in hosts:
             hostvars = task_vars["hostvars"][host]
@@ -104,10 +102,3 @@ class ActionModule(ActionBase):
         else:
             result["msg"] = "%d region(s) valid: %s" % (len(records), ", ".join(result["regions"]))
         return result
-
-    def _role_defaults(self):
-        merged = {}
-        for role in DEFAULTS_FROM:
-            path = os.path.join(COLLECTION_ROOT, "roles", role, "defaults", "main.yml")
-            merged.update(self._loader.load_from_file(path) or {})
-        return merged

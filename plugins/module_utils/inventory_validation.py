@@ -3,8 +3,11 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Rules an inventory of Super-Node regions must meet before any cluster is touched.
 
-The region names, the storage-size and the multiaddr patterns are read from the chart's
-values.schema.json, so the inventory and the chart can never disagree about them. Every
+The region names (generated into the schema from the chart's catalogue regions.yaml), the
+environments, the storage-size and the multiaddr patterns are read from the chart's
+values.schema.json, so the inventory and the chart can never disagree about them. The clouds are
+defined here (the storage_class role's classes and argument spec must list the same:
+tests/test_one_source.py). Every
 message names the region, the variable and what is allowed; a key's value is never quoted.
 """
 from __future__ import absolute_import, division, print_function
@@ -16,7 +19,6 @@ import os
 import re
 
 CLOUDS = ("aws", "gcp", "azure", "local")
-ENVIRONMENTS = ("dev", "lab", "staging", "prod")
 STAKING_KEY = re.compile(r"^[0-9a-f]{64}$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MIN_REPLICAS = 2
@@ -30,6 +32,7 @@ class Rules:
             schema = json.load(handle)
         defs = schema.get("definitions") or schema.get("$defs") or {}
         self.regions = list(defs["region"]["enum"])
+        self.environments = list(schema["properties"]["global"]["properties"]["environment"]["enum"])
         self.storage_size = re.compile(defs["storageSize"]["pattern"])
         self.multiaddr = re.compile(defs["multiaddr"]["pattern"])
         autoscaling = schema["properties"].get("autoscaling", {}).get("properties", {})
@@ -79,8 +82,8 @@ def validate(hosts, rules, contexts_of=kubeconfig_contexts):
             seen[region] = name
 
         environment = host.get("environment")
-        if environment not in ENVIRONMENTS:
-            err("super_node_environment", "is %r" % (environment,), ", ".join(ENVIRONMENTS))
+        if environment not in rules.environments:
+            err("super_node_environment", "is %r" % (environment,), ", ".join(rules.environments))
 
         context = host.get("context")
         kubeconfig = host.get("kubeconfig")

@@ -162,7 +162,7 @@ import json
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.icn.super_node.plugins.module_utils.kube import (
-    KUBE_ARGUMENT_SPEC, KubeClient, KubeError)
+    KUBE_ARGUMENT_SPEC, KubeClient, KubeError, resolve_target)
 
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
     Helm, HelmError, chart_metadata, chart_uses_lookup, classify, cluster_capabilities,
@@ -220,7 +220,8 @@ def start_at(module, release, namespace, replicas):
     """Raise each fresh StatefulSet of the release to `replicas` through its scale subresource."""
     scaled = []
     try:
-        with KubeClient(module.params["kubeconfig"], module.params["context"]) as kube:
+        with KubeClient(module.params["kubeconfig"], module.params["context"],
+                        grace=module.params["api_grace"]) as kube:
             for name in unscaled_statefulsets(release.get("manifest")):
                 path = "/apis/apps/v1/namespaces/%s/statefulsets/%s/scale" % (namespace, name)
                 scale = kube.get(path, "reading the scale of StatefulSet %s" % name)
@@ -253,7 +254,8 @@ class Lazy:
 def capabilities(module):
     """The cluster's (version, API versions), or None where they cannot be read cheaply."""
     try:
-        with KubeClient(module.params["kubeconfig"], module.params["context"]) as kube:
+        with KubeClient(module.params["kubeconfig"], module.params["context"],
+                        grace=module.params["api_grace"]) as kube:
             return cluster_capabilities(kube)
     except (KubeError, KeyError, ValueError):
         return None
@@ -320,6 +322,8 @@ def main():
     params = module.params
     params["plan"] = params["plan"] or params["check_rollback"]
     binary = module.get_bin_path(params["binary_path"], required=True)
+    # K8S_AUTH_KUBECONFIG/K8S_AUTH_CONTEXT as kubernetes.core reads them, for helm as for our client.
+    params["kubeconfig"], params["context"] = resolve_target(params["kubeconfig"], params["context"])
     helm = Helm(binary, params["kubeconfig"], params["context"], params["timeout"])
     name, namespace = params["name"], params["namespace"]
     current = None

@@ -36,6 +36,14 @@ options:
     description: Oldest helm accepted with O(helm_binary).
     type: str
     default: "3.0.0"
+  defaults:
+    description:
+      - The value of each variable read (see the notes) that a host's inventory leaves out, as the
+        roles will use it; the preflight role passes the super_node role's defaults
+        (its option C(preflight_super_node_defaults)).
+      - Without it, a variable the inventory leaves out is reported missing.
+    type: dict
+    default: {}
 notes:
   - "Variables read per host: super_node_region (default the host name), super_node_kube_context,
     super_node_kubeconfig, super_node_cloud, super_node_replicas, super_node_storage_size,
@@ -69,7 +77,8 @@ def main():
     module = AnsibleModule(argument_spec=dict(schema=dict(type="path", required=True),
                                               hosts=dict(type="list", elements="str"),
                                               helm_binary=dict(type="str"),
-                                              min_helm_version=dict(type="str", default="3.0.0")))
+                                              min_helm_version=dict(type="str", default="3.0.0"),
+                                              defaults=dict(type="dict", default={})))
     module.fail_json(msg="validate_inventory runs on the controller as an action plugin; "
                          "call it as icn.super_node.validate_inventory")
 

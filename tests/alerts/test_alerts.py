@@ -23,11 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chartkit import NAMESPACE, ROOT, lab_versions, render, template, tool
+from chartkit import NAMESPACE, REGIONS, ROOT, lab_versions, render, template, tool
 
 HERE = Path(__file__).resolve().parent
 REGION = "na-west"  # the unit tests' region
-REGIONS = ["na-west", "na-east", "eu-west", "eu-east", "apac", "latam", "mena"]
 APIS = ("--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
         "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
 ALERTS = ["SuperNodeRegionBelowMinReady", "SuperNodePodNotReady", "SuperNodeVolumeFillingUp",

@@ -59,6 +59,8 @@ def run_role(tmp_path, region, ns, *args):
     playbook = tmp_path / "monitoring.yml"
     playbook.write_text(yaml.safe_dump([{
         "name": "The monitoring role alone", "hosts": "super_nodes", "gather_facts": False,
+        "module_defaults": {"group/icn.super_node.cluster": {
+            "kubeconfig": "{{ super_node_kubeconfig }}", "context": "{{ super_node_kube_context }}"}},
         "roles": [{"role": "icn.super_node.monitoring"}]}]))
     inv = local_inventory(tmp_path, regions=[region])
     return run_playbook(str(playbook), inv, "-e", f"monitoring_adapter_namespace={ns}", *args,

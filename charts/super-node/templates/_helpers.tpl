@@ -28,19 +28,26 @@ Call with (dict "root" $ "region" $region ["suffix" "headless"]).
 {{- $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The seven production regions, in order. "all" expands to this list; values.schema.json has the same enum. */}}
+{{/*
+Every region, in order, as a JSON list: the names of the catalogue regions.yaml (the one source;
+values.schema.json's region enum is generated from it). "all" expands to this list.
+*/}}
 {{- define "icn-super-node.allRegions" -}}
-{{- list "na-west" "na-east" "eu-west" "eu-east" "apac" "latam" "mena" | toJson -}}
+{{- $out := list -}}
+{{- range (.Files.Get "regions.yaml" | fromYaml).regions -}}
+{{- $out = append $out (toString .name) -}}
+{{- end -}}
+{{- $out | toJson -}}
 {{- end -}}
 
 {{/*
 Expand a regions value (a list, or the string "all") to a JSON list.
-Call with (dict "value" <value>).
+Call with (dict "root" $ "value" <value>).
 */}}
 {{- define "icn-super-node.expandRegions" -}}
 {{- $v := .value -}}
 {{- if and (kindIs "string" $v) (eq $v "all") -}}
-{{- include "icn-super-node.allRegions" . -}}
+{{- include "icn-super-node.allRegions" .root -}}
 {{- else if kindIs "slice" $v -}}
 {{- $out := list -}}
 {{- range $v -}}
@@ -58,14 +65,14 @@ Validates all values first, so every template fails with the same complete messa
 */}}
 {{- define "icn-super-node.regions" -}}
 {{- include "icn-super-node.validateValues" . -}}
-{{- include "icn-super-node.expandRegions" (dict "value" .Values.global.regions) -}}
+{{- include "icn-super-node.expandRegions" (dict "root" . "value" .Values.global.regions) -}}
 {{- end -}}
 
 {{/* Regions the mesh VirtualService routes to (istio.meshRouting.regions, [] = global.regions), JSON list. */}}
 {{- define "icn-super-node.meshRegions" -}}
 {{- $v := .Values.istio.meshRouting.regions -}}
 {{- if or (and (kindIs "slice" $v) (gt (len $v) 0)) (kindIs "string" $v) -}}
-{{- include "icn-super-node.expandRegions" (dict "value" $v) -}}
+{{- include "icn-super-node.expandRegions" (dict "root" . "value" $v) -}}
 {{- else -}}
 {{- include "icn-super-node.regions" . -}}
 {{- end -}}
@@ -164,25 +171,6 @@ true
 {{/* "true" if Istio objects are rendered (istio.enabled: auto|true|false). */}}
 {{- define "icn-super-node.istioEnabled" -}}
 {{- include "icn-super-node.enabledWhenServed" (dict "root" . "mode" .Values.istio.enabled "api" "networking.istio.io/v1/VirtualService") -}}
-{{- end -}}
-
-{{/*
-Split 100 into n integer weights that sum to exactly 100 (the first 100 mod n get one more).
-Returns a JSON list. Call with an integer n >= 1.
-*/}}
-{{- define "icn-super-node.evenWeights" -}}
-{{- $n := int . -}}
-{{- $base := div 100 $n -}}
-{{- $rest := mod 100 $n -}}
-{{- $out := list -}}
-{{- range $i := until $n -}}
-{{- if lt $i (int $rest) -}}
-{{- $out = append $out (add $base 1) -}}
-{{- else -}}
-{{- $out = append $out $base -}}
-{{- end -}}
-{{- end -}}
-{{- $out | toJson -}}
 {{- end -}}
 
 {{/*
