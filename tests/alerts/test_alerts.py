@@ -174,11 +174,14 @@ def test_unit_tests_catch_a_changed_expression(workdir, alert, old, new, unit):
 
 # --------------------------------------------------------------------------- rendering
 
+RUNBOOKS = ROOT / "docs" / "runbooks"
+
+
 def test_every_alert_is_actionable():
-    """severity, summary, description, and a runbook_url whose anchor is a README section."""
-    readme = (ROOT / "README.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
-               for h in re.findall(r"^#+ (.+)$", readme, re.M)}
+    """severity, summary, description, and a runbook_url that resolves to the alert's own runbook:
+    docs/runbooks/<alert>.md under the default runbookBaseUrl, a file whose heading is the alert."""
+    base = yaml.safe_load((ROOT / "charts" / "super-node" / "values.yaml").read_text())[
+        "metrics"]["prometheusRule"]["runbookBaseUrl"].rstrip("/")
     rules = rules_file(*APIS, *RENDERINGS["rules.yml"])
     assert [r["alert"] for r in alerts_of(rules)] == ALERTS
     for r in alerts_of(rules):
@@ -186,8 +189,16 @@ def test_every_alert_is_actionable():
         assert r["labels"]["region"] == REGION
         assert r["annotations"]["summary"] and r["annotations"]["description"], r["alert"]
         url = r["annotations"]["runbook_url"]
-        assert url.endswith("README.md#" + r["alert"].lower()), url
-        assert r["alert"].lower() in anchors, f"README has no section {r['alert']} (anchor of {url})"
+        assert url.startswith(base + "/"), url
+        runbook = ROOT / url.removeprefix(base + "/")
+        assert runbook.parent == RUNBOOKS and runbook.name == f"{r['alert']}.md", url
+        assert runbook.is_file(), f"{url}: no runbook {runbook.relative_to(ROOT)}"
+        headings = re.findall(r"^# (.+)$", runbook.read_text(), re.M)
+        assert headings[:1] == [r["alert"]], f"{runbook.relative_to(ROOT)} is not headed '# {r['alert']}'"
+
+
+def test_every_runbook_belongs_to_an_alert():
+    assert sorted(p.stem for p in RUNBOOKS.glob("*.md")) == sorted(ALERTS)
 
 
 def test_rules_are_gated_on_the_prometheusrule_api():
@@ -220,13 +231,14 @@ def test_thresholds_and_labels_come_from_values():
                        "--set", "metrics.prometheusRule.alerts.hpaAtMax.for=30m",
                        "--set", "metrics.prometheusRule.alerts.regionBelowMinReady.minReady=2",
                        "--set", "metrics.prometheusRule.alertLabels.team=icn-infra",
-                       "--set", "metrics.prometheusRule.runbookBaseUrl=https://runbooks.example/sn.md")
+                       "--set", "metrics.prometheusRule.runbookBaseUrl=https://runbooks.example/icn/")
     by = {r["alert"]: r for r in alerts_of(rules)}
     assert by["SuperNodeVolumeFillingUp"]["expr"].rstrip().endswith("> 90")
     assert by["SuperNodeHPAAtMaximum"]["for"] == "30m"
     assert by["SuperNodeRegionBelowMinReady"]["expr"].rstrip().endswith("< 2")
     assert all(r["labels"]["team"] == "icn-infra" for r in by.values())
-    assert all(r["annotations"]["runbook_url"].startswith("https://runbooks.example/sn.md#") for r in by.values())
+    assert all(r["annotations"]["runbook_url"] == f"https://runbooks.example/icn/docs/runbooks/{a}.md"
+               for a, r in by.items())
 
 
 @pytest.mark.parametrize("sets", [

@@ -3,7 +3,7 @@ installs with super_node_istio_enabled, the remote secrets between every pair of
 objects as the API server (with Istio's CRD schemas) accepted them, `istioctl analyze`, a second run
 that changes nothing, and the routing decision table derived from the objects.
 
-The lab runs no istiod and no Envoy: live routing is not measured here (see README, Istio and routing)."""
+The lab runs no istiod and no Envoy: live routing is not measured here (see docs/istio.md)."""
 from __future__ import annotations
 
 import base64
