@@ -40,18 +40,29 @@ def test_no_task_repeats_the_connection_options(path):
             "group/icn.super_node.cluster say them once")
 
 
-def role_uses_the_cluster_group(role: str) -> bool:
+def role_uses_the_cluster_group(role: str, tasks_from: str | None = None) -> bool:
+    """Whether the role (or its entry point tasks_from) runs a module of the group; an entry point
+    counts the task files it imports or includes."""
     tasks = ROOT / "roles" / role.removeprefix("icn.super_node.") / "tasks"
-    return role.startswith("icn.super_node.") and any(
-        cluster_tasks(yaml.safe_load(f.read_text())) for f in tasks.glob("*.yml"))
+    if not role.startswith("icn.super_node."):
+        return False
+    if tasks_from is None:
+        return any(cluster_tasks(yaml.safe_load(f.read_text())) for f in tasks.glob("*.yml"))
+    items = yaml.safe_load((tasks / (tasks_from if tasks_from.endswith(".yml") else tasks_from + ".yml")).read_text()) or []
+    imported = [t[k] if isinstance(t[k], str) else t[k].get("file") for t in tasks_of(items)
+                for k in ("ansible.builtin.import_tasks", "ansible.builtin.include_tasks") if k in t]
+    nested = [(t[k]["name"], t[k].get("tasks_from")) for t in tasks_of(items)
+              for k in ("ansible.builtin.include_role", "ansible.builtin.import_role") if k in t]
+    return (bool(cluster_tasks(items)) or any(role_uses_the_cluster_group(role, f) for f in imported)
+            or any(role_uses_the_cluster_group(*n) for n in nested))
 
 
 def play_uses_the_cluster_group(play) -> bool:
-    roles = [r if isinstance(r, str) else r.get("role") or r.get("name") for r in play.get("roles") or []]
+    roles = [(r if isinstance(r, str) else r.get("role") or r.get("name"), None) for r in play.get("roles") or []]
     tasks = [t for key in ("pre_tasks", "tasks", "post_tasks", "handlers") for t in play.get(key) or []]
-    roles += [t[k]["name"] for t in tasks_of(tasks)
+    roles += [(t[k]["name"], t[k].get("tasks_from")) for t in tasks_of(tasks)
               for k in ("ansible.builtin.include_role", "ansible.builtin.import_role") if k in t]
-    return bool(cluster_tasks(tasks)) or any(role_uses_the_cluster_group(str(r)) for r in roles)
+    return bool(cluster_tasks(tasks)) or any(role_uses_the_cluster_group(str(r), f) for r, f in roles)
 
 
 @pytest.mark.parametrize("path", PLAYBOOKS)

@@ -59,31 +59,15 @@ def test_the_kubeconfig_environment_variable_is_the_default(tmp_path, monkeypatc
         assert kube.host == "https://a.example"
 
 
-def test_inline_certificates_are_written_to_temp_files_and_removed_on_close(tmp_path):
-    path = write(tmp_path, {"a": ({"server": "https://a.example", "certificate-authority-data": b64(PEM)},
-                                  {"client-certificate-data": b64(PEM + b"cert"),
-                                   "client-key-data": b64(b"key")})})
-    kube = KubeClient(path, "a")
-    pool = kube.http.connection_pool_kw
-    assert pool["cert_reqs"] == "CERT_REQUIRED"
-    assert open(pool["ca_certs"], "rb").read() == PEM
-    assert open(pool["cert_file"], "rb").read() == PEM + b"cert"
-    assert open(pool["key_file"], "rb").read() == b"key"
-    assert "Authorization" not in kube.headers
-    kube.close()
-    assert not any(os.path.exists(pool[k]) for k in ("ca_certs", "cert_file", "key_file"))
+# Certificates, keys and CAs, inline or as files, are tested against a real TLS server in
+# test_kube_client.py (test_tls_server_name_client_key_data_and_no_key_file_left and the tests after it).
 
 
-def test_certificate_and_token_files_are_relative_to_the_kubeconfig(tmp_path):
-    (tmp_path / "ca.crt").write_bytes(PEM)
+def test_a_token_file_is_relative_to_the_kubeconfig(tmp_path):
     (tmp_path / "token").write_text("file-token\n")
-    path = write(tmp_path, {"a": ({"server": "https://a.example", "certificate-authority": "ca.crt"},
-                                  {"client-certificate": "tls.crt", "client-key": "tls.key",
-                                   "tokenFile": "token"})})
+    path = write(tmp_path, {"a": ({"server": "https://a.example", "insecure-skip-tls-verify": True},
+                                  {"tokenFile": "token"})})
     with KubeClient(path, "a") as kube:
-        pool = kube.http.connection_pool_kw
-        assert pool["ca_certs"] == str(tmp_path / "ca.crt")
-        assert (pool["cert_file"], pool["key_file"]) == (str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
         assert kube.headers == {"Authorization": "Bearer file-token"}
 
 
