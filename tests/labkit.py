@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -169,3 +170,71 @@ def unreachable_kubeconfig(tmp_path: Path, context: str) -> Path:
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+# ---- what the rollout tests watch (namespace icn)
+NS = "icn"
+
+
+def tag_of(image: str) -> str:
+    return image.rsplit(":", 1)[1]
+
+
+def region_tags(lab) -> dict[str, set]:
+    return {r: {tag_of(p.spec.containers[0].image) for p in c.pods(NS, f"icn.network/region={r}")}
+            for r, c in lab.items()}
+
+
+def release_revision(c, region) -> int:
+    secrets = c.core.list_namespaced_secret(
+        NS, label_selector=f"owner=helm,name=icn-super-node-{region}").items
+    return max(int(s.metadata.labels["version"]) for s in secrets)
+
+
+class Watcher:
+    """Samples every region about twice a second for as long as a run lasts."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.samples: list[tuple[float, dict]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample_region(self, region, c, out):
+        pods = c.pods(NS, f"icn.network/region={region}")
+        out[region] = {
+            "ready": sum(1 for p in pods if is_ready(p)),
+            "revisions": {p.metadata.labels.get("controller-revision-hash") for p in pods},
+            "tags": {tag_of(p.spec.containers[0].image) for p in pods},
+        }
+
+    def _loop(self):
+        while not self._stop.is_set():
+            started = time.monotonic()
+            sample: dict = {}
+            threads = [threading.Thread(target=self._sample_region, args=(r, c, sample))
+                       for r, c in self.lab.items()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.samples.append((started, sample))
+            self._stop.wait(max(0.0, 0.5 - (time.monotonic() - started)))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def first_seen(self, tag: str) -> dict[str, float]:
+        seen = {}
+        for t, sample in self.samples:
+            for region, s in sample.items():
+                if tag in s["tags"] and region not in seen:
+                    seen[region] = t
+        return seen
+
+

@@ -50,7 +50,8 @@ options:
   clusters:
     description:
       - Several clusters judged at once, each read in its own thread (the gate of a rollout, which
-        must see every region). Instead of O(kubeconfig), O(context) and O(regions).
+        must see every region). Instead of O(regions); O(kubeconfig) and O(context), which a play's
+        C(module_defaults) may set for every module, are then ignored: each cluster names its own.
       - A cluster that cannot be read (for O(api_grace) seconds) makes each of its regions
         unhealthy, with the error as its problem, instead of failing the task.
     type: list
@@ -297,8 +298,9 @@ from ansible_collections.icn.super_node.plugins.module_utils.kube import describ
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                            required_one_of=[("regions", "clusters")],
-                           mutually_exclusive=[("clusters", "regions"), ("clusters", "context"),
-                                               ("clusters", "kubeconfig")])
+                           # kubeconfig and context may come with clusters from a play's
+                           # module_defaults (group cluster): each cluster names its own instead.
+                           mutually_exclusive=[("clusters", "regions")])
 
     params = module.params
     if params["clusters"]:
