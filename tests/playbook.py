@@ -35,8 +35,9 @@ class Run:
 
 def module_command(module: str, args: dict, *extra: str) -> list[str]:
     """`ansible localhost -m MODULE -a ARGS`: one module run as Ansible runs it."""
+    # No -a for no arguments: ansible takes '{}' for raw parameters.
     return [str(Path(sys.executable).with_name("ansible")), "localhost", "-m", module,
-            "-a", json.dumps(args), *extra]
+            *(["-a", json.dumps(args)] if args else []), *extra]
 
 
 def module_env(json_output: bool = True) -> dict:
