@@ -14,10 +14,10 @@ export KUBECONFIG := $(CURDIR)/.lab/kubeconfig
 export ICN_TOOLS_CACHE := $(TOOLS_CACHE)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help venv tools lab-up lab-down lab-status demo test lint test-unit test-lab build
+.PHONY: help venv tools lab-tools lab-up lab-down lab-status demo test lint test-unit test-lab build
 
 help:
-	@echo "make demo                 build or reuse the tools, start the 7-region lab, deploy to it"
+	@echo "make demo                 build or reuse the lab's tools, start the 7-region lab, deploy to it"
 	@echo "make test                 install what is needed and run every test (what CI runs)"
 	@echo "make test-unit            the tests that need no cluster (lint, then pytest -m 'not multi and not single')"
 	@echo "make test-lab             the tests that need the lab (pytest -m 'multi or single'; starts the lab it needs)"
@@ -32,11 +32,17 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
+# Every tool (make test); lab-tools: only what the lab and deploy.yml use (not istioctl or
+# promtool, which only the tests use). Each build prints its start, with what it took here, and its
+# end; the go tool's output goes to $(TOOLS_CACHE)/logs/<tool>.log.
 tools:
 	bash lab/build-tools.sh
 
+lab-tools:
+	bash lab/build-tools.sh kubernetes etcd kwok helm
+
 # lab/icnlab.py reads the region catalogue (charts/super-node/regions.yaml) with the venv's PyYAML.
-lab-up: venv tools
+lab-up: venv lab-tools
 	$(PYTHON) lab/icnlab.py up --regions $(REGIONS) --topology $(TOPOLOGY)
 	@$(PYTHON) lab/icnlab.py status
 
@@ -46,7 +52,9 @@ lab-down:
 lab-status:
 	$(PYTHON) lab/icnlab.py status
 
-demo: venv tools
+demo: venv
+	@echo "make demo builds only the lab's tools and helm (not istioctl or promtool: only the tests use them)"
+	@$(MAKE) --no-print-directory lab-tools
 	bash scripts/demo.sh
 
 lint: venv
@@ -69,8 +77,8 @@ test-lab: venv tools
 	python -m pytest tests -m 'multi or single'
 
 .PHONY: bench-deploy bench-upgrade
-bench-deploy: venv tools
+bench-deploy: venv lab-tools
 	python bench/bench.py deploy
 
-bench-upgrade: venv tools
+bench-upgrade: venv lab-tools
 	python bench/bench.py upgrade

@@ -11,6 +11,7 @@ else
   echo "deploy.yml does not exist yet: the lab is up, nothing is deployed"
 fi
 echo
-echo "The lab is still running. Look around with:"
-echo "  . scripts/env.sh && kubectl --context icn-eu-west -n icn get pods -o wide"
-echo "Stop it with: make lab-down"
+echo "The lab is still running. Three next steps to paste:"
+echo "  . scripts/env.sh && kubectl --context icn-eu-west -n icn get pods -o wide   # a region's Super-Nodes"
+echo "  . scripts/env.sh && ansible-playbook upgrade.yml -i inventories/local -e super_node_image_tag=v1.1.0   # the serial upgrade"
+echo "  make lab-down   # stop the lab"
