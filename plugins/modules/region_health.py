@@ -51,7 +51,7 @@ options:
     description:
       - Several clusters judged at once, each read in its own thread (the gate of a rollout, which
         must see every region). Instead of O(regions); O(kubeconfig) and O(context), which a play's
-        C(module_defaults) may set for every module, are then ignored: each cluster names its own.
+        C(module_defaults) may set for every module, are then ignored, since each cluster names its own.
       - A cluster that cannot be read (for O(api_grace) seconds) makes each of its regions
         unhealthy, with the error as its problem, instead of failing the task.
     type: list
