@@ -20,6 +20,8 @@ from playbook import ansible_env, local_inventory, run_playbook
 
 pytestmark = pytest.mark.multi
 LEASE, LEASE_NS = "icn-super-node-rollout", "kube-system"
+# The weather tests roll out the first three regions only: what they show happens at the second.
+FIRST3 = ",".join(REGIONS[:3])
 BASE_TAG = "v2.0.0"
 
 
@@ -282,21 +284,23 @@ def test_an_api_server_that_stops_answering_for_a_few_seconds_does_not_roll_the_
     lab = fleet
     second = REGIONS[1]
     thaw = freeze_for(f"icn-{second}", 5, when=lambda: rollout_started(lab[second], second))
-    run = run_playbook("upgrade.yml", "inventories/local", "-e", "super_node_image_tag=v2.8.0", tmp_path=tmp_path)
+    run = run_playbook("upgrade.yml", "inventories/local", "-e", "super_node_image_tag=v2.8.0",
+                       "--limit", FIRST3, tmp_path=tmp_path)
     thaw.join()
     assert thaw.frozen_at is not None, "the API server was never frozen"
     assert run.rc == 0, run.output[-5000:]
-    assert results(run) == {r: "upgraded" for r in lab}
-    assert all(t == {"v2.8.0"} for t in region_tags(lab).values())
+    assert results(run) == {r: "upgraded" for r in REGIONS[:3]}
+    assert all(region_tags(lab)[r] == {"v2.8.0"} for r in REGIONS[:3])
 
 
 def test_an_api_server_frozen_past_the_grace_gets_its_region_rolled_back(fleet, tmp_path):
     lab = fleet
-    second, later = REGIONS[1], REGIONS[2:]
+    second, later = REGIONS[1], REGIONS[2:3]
     before = {r: release_revision(lab[r], r) for r in later}
     thaw = freeze_for(f"icn-{second}", 7, when=lambda: rollout_started(lab[second], second))
     run = run_playbook("upgrade.yml", "inventories/local", "-e", "super_node_image_tag=v2.9.0",
-                       "-e", "rollout_api_grace=2", "-e", "rollout_request_timeout=2", tmp_path=tmp_path)
+                       "-e", "rollout_api_grace=2", "-e", "rollout_request_timeout=2", "--limit", FIRST3,
+                       tmp_path=tmp_path)
     thaw.join()
     assert thaw.frozen_at is not None
     assert run.rc != 0
@@ -306,9 +310,10 @@ def test_an_api_server_frozen_past_the_grace_gets_its_region_rolled_back(fleet, 
     assert {r: release_revision(lab[r], r) for r in later} == before, "no further region touched"
     wait_for(lambda: no_lease_left(lab), 10, "a failed run gives the lock back too")
     # Resume: the same command with the default grace.
-    run = run_playbook("upgrade.yml", "inventories/local", "-e", "super_node_image_tag=v2.9.0", tmp_path=tmp_path)
+    run = run_playbook("upgrade.yml", "inventories/local", "-e", "super_node_image_tag=v2.9.0",
+                       "--limit", FIRST3, tmp_path=tmp_path)
     assert run.rc == 0, run.output[-5000:]
-    assert results(run) == {**{REGIONS[0]: "skipped"}, **{r: "upgraded" for r in REGIONS[1:] if r in lab}}
+    assert results(run) == {REGIONS[0]: "skipped", REGIONS[1]: "upgraded", REGIONS[2]: "upgraded"}
 
 
 def test_a_region_that_could_not_be_rolled_back_stops_the_rollout_before_any_change(fleet, tmp_path):
