@@ -275,15 +275,19 @@ def test_two_rollouts_at_once_and_a_killed_run(fleet, tmp_path):
             proc.wait(30)
 
 
-def rollout_started(c, region):
-    sts = c.apps.read_namespaced_stateful_set(f"icn-super-node-{region}", NS, _request_timeout=2).status
-    return sts.update_revision and sts.update_revision != sts.current_revision
+def helm_done(c, region, before: int):
+    """helm has recorded a new deployed revision: its upgrade is over, and the run now waits for
+    the region's rollout (region_health), which is what a freeze should hit."""
+    secrets = c.core.list_namespaced_secret(
+        NS, label_selector=f"owner=helm,name=icn-super-node-{region},status=deployed", _request_timeout=2).items
+    return any(int(s.metadata.labels["version"]) > before for s in secrets)
 
 
 def test_an_api_server_that_stops_answering_for_a_few_seconds_does_not_roll_the_region_back(fleet, tmp_path):
     lab = fleet
     second = REGIONS[1]
-    thaw = freeze_for(f"icn-{second}", 5, when=lambda: rollout_started(lab[second], second))
+    revision = release_revision(lab[second], second)
+    thaw = freeze_for(f"icn-{second}", 5, when=lambda: helm_done(lab[second], second, revision), poll=0.1)
     run = run_playbook("upgrade.yml", "inventories/local", "-e", "super_node_image_tag=v2.8.0",
                        "--limit", FIRST3, tmp_path=tmp_path)
     thaw.join()
@@ -297,7 +301,8 @@ def test_an_api_server_frozen_past_the_grace_gets_its_region_rolled_back(fleet, 
     lab = fleet
     second, later = REGIONS[1], REGIONS[2:3]
     before = {r: release_revision(lab[r], r) for r in later}
-    thaw = freeze_for(f"icn-{second}", 7, when=lambda: rollout_started(lab[second], second))
+    revision = release_revision(lab[second], second)
+    thaw = freeze_for(f"icn-{second}", 7, when=lambda: helm_done(lab[second], second, revision), poll=0.1)
     run = run_playbook("upgrade.yml", "inventories/local", "-e", "super_node_image_tag=v2.9.0",
                        "-e", "rollout_api_grace=2", "-e", "rollout_request_timeout=2", "--limit", FIRST3,
                        tmp_path=tmp_path)
