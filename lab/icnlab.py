@@ -41,16 +41,33 @@ STATE = LAB / "lab.json"
 
 
 
-def catalogue_regions() -> list[str]:
-    """The regions, in order, from the chart's catalogue charts/super-node/regions.yaml (the one
+CHART_CATALOGUE = ROOT / "charts" / "super-node" / "regions.yaml"
+# The lab's bigger catalogue: the chart's seven regions first, then fourteen more (lab/fleet.yaml).
+FLEET_CATALOGUE = ROOT / "lab" / "fleet.yaml"
+
+
+def catalogue_regions(path: Path = CHART_CATALOGUE) -> list[str]:
+    """The regions, in order, of a region catalogue (the chart's regions.yaml by default: the one
     source). The lab starts the first N of them."""
     try:
         import yaml
     except ImportError:
-        sys.exit("lab/icnlab.py reads charts/super-node/regions.yaml with PyYAML: run it with the "
+        sys.exit(f"lab/icnlab.py reads {path.name} with PyYAML: run it with the "
                  "project's Python (`make venv`; .venv/bin/python lab/icnlab.py)")
-    catalogue = yaml.safe_load((ROOT / "charts" / "super-node" / "regions.yaml").read_text())
+    catalogue = yaml.safe_load(Path(path).read_text())
     return [str(entry["name"]) for entry in catalogue["regions"]]
+
+
+def pick_catalogue(given: str | None, regions: int) -> Path:
+    """The catalogue a lab of `regions` regions starts from: the one given, else the chart's when it
+    has enough regions, else lab/fleet.yaml (said, so nobody takes its regions for production's)."""
+    if given:
+        return Path(given).resolve()
+    if regions <= len(REGIONS):
+        return CHART_CATALOGUE
+    log(f"REGIONS={regions} is more than the chart's catalogue's {len(REGIONS)}: the lab's regions come "
+        f"from {FLEET_CATALOGUE.relative_to(ROOT)} (give the playbooks super_node_catalogue={FLEET_CATALOGUE.relative_to(ROOT)})")
+    return FLEET_CATALOGUE
 
 
 REGIONS = catalogue_regions()
@@ -589,13 +606,15 @@ def cmd_up(args: argparse.Namespace) -> None:
             return
         raise LabError(f"a lab is already here ({state['topology']}, {len(state['regions'])} "
                        "regions): run `make lab-down` first")
-    if not 1 <= args.regions <= len(REGIONS):
-        raise LabError(f"REGIONS must be 1 to {len(REGIONS)}, not {args.regions}")
+    catalogue = pick_catalogue(args.catalogue, args.regions)
+    names = catalogue_regions(catalogue)
+    if not 1 <= args.regions <= len(names):
+        raise LabError(f"REGIONS must be 1 to {len(names)} (the regions of {catalogue}), not {args.regions}")
     started = time.time()
     tools = Tools()
     tools_ready = time.time()
     KWOK_WORKDIR.mkdir(parents=True, exist_ok=True)
-    regions = REGIONS[: args.regions] if args.topology == "multi" else list(REGIONS)
+    regions = names[: args.regions] if args.topology == "multi" else list(REGIONS)
     if args.topology == "multi":
         clusters = {f"icn-{r}": f"icn-{r}" for r in regions}
         region_of = {f"icn-{r}": [r] for r in regions}
@@ -603,6 +622,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         clusters = {"icn-single": "icn-single"}
         region_of = {"icn-single": regions}
     state = {"topology": args.topology, "regions": regions, "clusters": clusters,
+             "catalogue": str(catalogue),
              "ready_delay_ms": args.ready_delay_ms, "faults": {c: [] for c in clusters}}
     save_state(state)  # written first, so `down` can clean up a half-started lab
     write_staking_keys(regions)
@@ -724,7 +744,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the lab")
     up.add_argument("--regions", type=int, default=len(REGIONS),
-                    help="the first N regions of " + ", ".join(REGIONS))
+                    help="the first N regions of the catalogue (the chart's: " + ", ".join(REGIONS)
+                    + f"; more than {len(REGIONS)}: lab/fleet.yaml's)")
+    up.add_argument("--catalogue", help="a region catalogue file (default: the chart's regions.yaml, "
+                    "or lab/fleet.yaml for more regions than it has)")
     up.add_argument("--topology", choices=["multi", "single"], default="multi")
     up.add_argument("--ready-delay-ms", type=int, default=2000,
                     help="how long a pod takes to turn Ready (default 2000)")

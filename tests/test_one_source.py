@@ -15,17 +15,14 @@ import yaml
 
 from chartkit import CHART, REGIONS, ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "collections"))
-import sync_regions  # noqa: E402
 from ansible_collections.icn.super_node.plugins.module_utils.inventory_validation import CLOUDS  # noqa: E402
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
-# Where the region list may stand: the catalogue itself and the schema generated from it.
-# plugins/modules/region_health.py: its EXAMPLES (documentation) list the regions; that file belongs
-# to another change (issue #12 report) and is to read `regions: "{{ ... }}"` there instead.
-ALLOWED = {"charts/super-node/regions.yaml", "charts/super-node/values.schema.json",
-           "plugins/modules/region_health.py"}
+# Where the region list may stand: the catalogue itself, and lab/fleet.yaml, the lab's bigger
+# catalogue (its first seven regions are the production ones, with their neighbours).
+# plugins/modules/region_health.py: its EXAMPLES (documentation) list the regions.
+ALLOWED = {"charts/super-node/regions.yaml", "lab/fleet.yaml", "plugins/modules/region_health.py"}
 # Lines that are comments (prose may name regions, e.g. values.yaml's round-trip table).
 COMMENT = re.compile(r"^\s*(#|//|\{\{-?\s*/\*)")
 
@@ -44,15 +41,32 @@ def region_run(names: list[str], at_least: int = 4) -> re.Pattern:
     return re.compile("|".join(runs))
 
 
-def test_the_schema_is_generated_from_the_catalogue():
-    assert sync_regions.main(["--check"]) == 0, "run python scripts/sync_regions.py"
-    assert SCHEMA["definitions"]["region"]["enum"] == REGIONS
-    assert list(SCHEMA["properties"]["routing"]["properties"]["neighbours"]["properties"]) == REGIONS
+def test_the_schema_names_no_region():
+    """The schema checks a region's form; which regions exist is the catalogue's (the chart's helpers
+    and the inventory validation read it), so a fleet's own catalogue needs no other schema."""
+    text = (CHART / "values.schema.json").read_text()
+    assert "enum" not in SCHEMA["definitions"]["region"]
+    assert not [r for r in REGIONS if f'"{r}"' in text]
 
 
-def test_the_catalogue_is_the_seven_production_regions_in_order():
+def test_the_catalogue_is_the_seven_production_regions_in_order_each_with_its_neighbours():
     assert REGIONS == ["na-west", "na-east", "eu-west", "eu-east", "apac", "latam", "mena"]
-    assert sorted(yaml.safe_load((CHART / "values.yaml").read_text())["routing"]["neighbours"]) == sorted(REGIONS)
+    catalogue = yaml.safe_load((CHART / "regions.yaml").read_text())["regions"]
+    for entry in catalogue:
+        others = [r for r in REGIONS if r != entry["name"]]
+        assert sorted(entry["neighbours"]) == sorted(others), entry["name"]
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["routing"]["neighbours"] == {}
+
+
+def test_the_lab_fleet_starts_with_the_production_catalogue():
+    fleet = yaml.safe_load((ROOT / "lab/fleet.yaml").read_text())["regions"]
+    production = yaml.safe_load((CHART / "regions.yaml").read_text())["regions"]
+    assert fleet[:len(production)] == production
+    names = [e["name"] for e in fleet]
+    assert len(names) == len(set(names)) >= 14
+    for entry in fleet:
+        assert entry["neighbours"] and entry["name"] not in entry["neighbours"]
+        assert set(entry["neighbours"]) <= set(names)
 
 
 def test_no_copy_of_the_region_list():
@@ -86,7 +100,8 @@ def test_the_region_and_namespace_are_defined_once():
              and rederived.search((ROOT / path).read_text())]
     assert not found, f"read super_node_region / super_node_namespace (role icn.super_node.region) in {found}"
     defaults = yaml.safe_load((ROOT / "roles/region/defaults/main.yml").read_text())
-    assert defaults == {"super_node_region": "{{ inventory_hostname }}", "super_node_namespace": "icn"}
+    assert defaults == {"super_node_region": "{{ inventory_hostname }}", "super_node_namespace": "icn",
+                        "super_node_catalogue": ""}
     for path in repository_files():
         if path.startswith("roles/") and path.endswith("defaults/main.yml") and path != "roles/region/defaults/main.yml":
             values = yaml.safe_load((ROOT / path).read_text()) or {}

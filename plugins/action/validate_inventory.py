@@ -14,7 +14,7 @@ from ansible.errors import AnsibleUndefinedVariable
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.icn.super_node.plugins.module_utils.inventory_validation import (
-    Rules, staking_key_state, validate)
+    CatalogueError, Rules, staking_key_state, validate)
 
 # result key -> the inventory variable it is read from
 FIELDS = {
@@ -61,14 +61,19 @@ def helm_problems(binary: str, minimum: str) -> list:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("schema", "hosts", "helm_binary", "min_helm_version", "defaults"))
+    _VALID_ARGS = frozenset(("schema", "catalogue", "hosts", "helm_binary", "min_helm_version", "defaults"))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = self._task.args
         hosts = args.get("hosts") or task_vars["ansible_play_hosts_all"]
-        rules = Rules(args["schema"])
+        try:
+            rules = Rules(args["schema"], args.get("catalogue"))
+        except CatalogueError as err:
+            result.update(failed=True, changed=False, errors=[str(err)],
+                          msg="The inventory has 1 problem(s); nothing was changed in any cluster:\n  - %s" % err)
+            return result
         # The values the roles use where the inventory leaves a variable out (the preflight role
         # passes the super_node role's defaults), so the values checked are the values used.
         defaults = args.get("defaults") or {}

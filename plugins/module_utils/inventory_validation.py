@@ -3,9 +3,9 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Rules an inventory of Super-Node regions must meet before any cluster is touched.
 
-The region names (generated into the schema from the chart's catalogue regions.yaml), the
-environments, the storage-size and the multiaddr patterns are read from the chart's
-values.schema.json, so the inventory and the chart can never disagree about them. The clouds are
+The region names are read from the catalogue (the chart's regions.yaml, or the fleet's own:
+super_node_catalogue), the environments, the storage-size and the multiaddr patterns from the
+chart's values.schema.json, so the inventory and the chart can never disagree about them. The clouds are
 defined here (the storage_class role's classes and argument spec must list the same:
 tests/test_one_source.py). Every
 message names the region, the variable and what is allowed; a key's value is never quoted.
@@ -24,14 +24,37 @@ IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MIN_REPLICAS = 2
 
 
-class Rules:
-    """Allowed values taken from the chart schema."""
+class CatalogueError(Exception):
+    pass
 
-    def __init__(self, schema_path):
+
+def catalogue_regions(path):
+    """The region names of a catalogue file (`regions: [{name: ..., neighbours: [...]}, ...]`)."""
+    import yaml  # PyYAML ships with ansible-core
+
+    try:
+        with open(os.path.expanduser(path)) as handle:
+            catalogue = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as err:
+        raise CatalogueError("super_node_catalogue: %s cannot be read (%s); allowed: a catalogue file "
+                             "of the shape of the chart's regions.yaml" % (path, err))
+    entries = catalogue.get("regions") if isinstance(catalogue, dict) else None
+    if not isinstance(entries, list) or not entries or not all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) for e in entries):
+        raise CatalogueError("super_node_catalogue: %s has no list `regions` of entries with a `name`; "
+                             "allowed: a catalogue file of the shape of the chart's regions.yaml" % path)
+    return [e["name"] for e in entries]
+
+
+class Rules:
+    """Allowed values taken from the chart schema, and the regions from the catalogue."""
+
+    def __init__(self, schema_path, catalogue_path=None):
         with open(schema_path) as handle:
             schema = json.load(handle)
         defs = schema.get("definitions") or schema.get("$defs") or {}
-        self.regions = list(defs["region"]["enum"])
+        catalogue_path = catalogue_path or os.path.join(os.path.dirname(schema_path), "regions.yaml")
+        self.regions = catalogue_regions(catalogue_path)
         self.environments = list(schema["properties"]["global"]["properties"]["environment"]["enum"])
         self.storage_size = re.compile(defs["storageSize"]["pattern"])
         self.multiaddr = re.compile(defs["multiaddr"]["pattern"])

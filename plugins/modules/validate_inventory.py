@@ -13,7 +13,8 @@ short_description: Check every Super-Node region of the inventory before any clu
 description:
   - Runs on the controller (an action plugin) and reads, for each host of the play, the region's
     variables; reports every problem at once, each naming the region, the variable and what is allowed.
-  - Region names and the storage-size and multiaddr patterns come from the chart's values.schema.json.
+  - Region names come from the region catalogue (O(catalogue)), the storage-size and multiaddr
+    patterns from the chart's values.schema.json.
   - Checks that each host's kube context exists in its kubeconfig file, but does not contact any cluster.
   - Staking keys are only checked for presence and form; their values never appear in the result.
 version_added: "0.1.0"
@@ -23,6 +24,9 @@ options:
     description: Path to the chart's values.schema.json.
     type: path
     required: true
+  catalogue:
+    description: Path to the region catalogue (default, C(regions.yaml) next to O(schema)).
+    type: path
   hosts:
     description: Hosts to validate (default, every host of the play).
     type: list
@@ -75,6 +79,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 def main():
     module = AnsibleModule(argument_spec=dict(schema=dict(type="path", required=True),
+                                              catalogue=dict(type="path"),
                                               hosts=dict(type="list", elements="str"),
                                               helm_binary=dict(type="str"),
                                               min_helm_version=dict(type="str", default="3.0.0"),

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from chartkit import CHART, KUBE_VERSION, NAMESPACE, REGIONS, RELEASE, of_kind, render, render_error, run_helm
+from chartkit import CHART, KUBE_VERSION, NAMESPACE, REGIONS, RELEASE, ROOT, of_kind, render, render_error, run_helm
 
 PROD_VALUES = CHART / "values-prod.yaml"
 # docs/CONVENTIONS.md: regions, in order.
@@ -50,7 +50,7 @@ def names_field(stderr: str, field: str) -> bool:
 
 
 def neighbours() -> dict[str, list[str]]:
-    return yaml.safe_load((CHART / "values.yaml").read_text())["routing"]["neighbours"]
+    return {e["name"]: e["neighbours"] for e in yaml.safe_load((CHART / "regions.yaml").read_text())["regions"]}
 
 
 # --------------------------------------------------------------------------- names and counts
@@ -449,6 +449,10 @@ BAD_VALUES = [
      ["podDisruptionBudget.minAvailable", "replicasPerRegion"]),
     ("storage-in-resources", ["--set", "resources.requests.storage=10Ti"], ["resources.requests", "storage"]),
     ("neighbour-is-self", ["--set", "routing.neighbours.apac={apac,mena}"], ["routing.neighbours.apac"]),
+    ("neighbour-of-no-region", ["--set", "routing.neighbours.mars={apac}"], ["routing.neighbours.mars", "apac, latam"]),
+    ("catalogue-region-twice", ["--set", "regions[0].name=x1", "--set", "regions[0].neighbours={x1}",
+                                "--set", "regions[1].name=x1", "--set", "regions[1].neighbours={x1}"],
+     ["regions[1].name: x1 is listed twice", "neighbours of x1"]),
     ("unknown-key", ["--set", "replicas=3"], ["'replicas'"]),
     ("service-monitor-mode", ["--set", "metrics.serviceMonitor.enabled=maybe"], ["metrics.serviceMonitor.enabled"]),
 ]
@@ -499,8 +503,29 @@ def test_schema_is_draft7_and_accepts_the_shipped_values():
     jsonschema.Draft7Validator.check_schema(schema)
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     jsonschema.validate(values, schema, cls=jsonschema.Draft7Validator)
-    # The schema's enum is generated from the catalogue; the default renders every region of it.
-    assert schema["definitions"]["region"]["enum"] == REGIONS and values["global"]["regions"] == "all"
+    # The default renders every region of the catalogue; a catalogue file is also a values file.
+    assert values["global"]["regions"] == "all" and values["regions"] == []
+    for catalogue in (CHART / "regions.yaml", ROOT / "lab/fleet.yaml"):
+        given = dict(values, **yaml.safe_load(catalogue.read_text()))
+        jsonschema.validate(given, schema, cls=jsonschema.Draft7Validator)
+
+
+def test_a_fleet_of_other_regions_is_one_catalogue_file():
+    """lab/fleet.yaml as the values' catalogue: its new regions render and route to their
+    catalogue neighbours; a region of no catalogue is refused, naming the catalogue's."""
+    fleet = {e["name"]: e["neighbours"] for e in yaml.safe_load((ROOT / "lab/fleet.yaml").read_text())["regions"]}
+    regions = ["af-south", "af-west", "eu-north"]
+    docs = render("-f", str(ROOT / "lab/fleet.yaml"), "--set", "global.regions={" + ",".join(regions) + "}",
+                  "--set", "istio.enabled=true", "--set", "istio.meshRouting.enabled=true")
+    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "StatefulSet") == sorted(
+        f"icn-super-node-{r}" for r in regions)
+    for dr in (d for d in docs if d["kind"] == "DestinationRule"):
+        region = dr["metadata"]["name"].removeprefix("icn-super-node-")
+        if region in regions:
+            failover = dr["spec"]["trafficPolicy"]["loadBalancer"]["localityLbSetting"]["failover"]
+            assert failover == [{"from": region, "to": fleet[region][0]}]  # as for the chart's regions
+    stderr = render_error("--set", "global.regions={af-south}")
+    assert 'global.regions: unknown region "af-south"' in stderr and "na-west, na-east" in stderr
 
 
 # Maps documented as a whole (their keys are data, not settings).

@@ -29,7 +29,7 @@ EUROPE = {"eu-west", "eu-east"}
 
 
 def neighbours() -> dict[str, list[str]]:
-    return yaml.safe_load((CHART / "values.yaml").read_text())["routing"]["neighbours"]
+    return {e["name"]: e["neighbours"] for e in yaml.safe_load((CHART / "regions.yaml").read_text())["regions"]}
 
 
 # ------------------------------------------------------------------ the decision table, from objects

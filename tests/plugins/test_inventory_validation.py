@@ -15,13 +15,14 @@ import pytest
 import yaml
 
 from labkit import ROOT
+from chartkit import REGIONS
 from playbook import ansible_env
 
 sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.icn.super_node.plugins.action.validate_inventory import (  # noqa: E402
     helm_problems)
 from ansible_collections.icn.super_node.plugins.module_utils.inventory_validation import (  # noqa: E402
-    CLOUDS, Rules, kubeconfig_contexts, staking_key_state, validate)
+    CLOUDS, CatalogueError, Rules, kubeconfig_contexts, staking_key_state, validate)
 
 SCHEMA = ROOT / "charts/super-node/values.schema.json"
 LOCAL_HOSTS = yaml.safe_load((ROOT / "inventories/local/hosts.yml").read_text())["super_nodes"]["hosts"]
@@ -138,10 +139,18 @@ def test_the_staking_key_state_never_holds_the_key():
     assert staking_key_state("ab" * 32, "apac") == (False, False)
 
 
-def test_the_allowed_values_come_from_the_schema():
+def test_the_allowed_values_come_from_the_schema_and_the_regions_from_the_catalogue(tmp_path):
     rules = Rules(SCHEMA)
     schema = json.loads(SCHEMA.read_text())
-    assert rules.regions == schema["definitions"]["region"]["enum"]
+    assert rules.regions == REGIONS  # the chart's regions.yaml, next to the schema
+    fleet = Rules(SCHEMA, str(ROOT / "lab/fleet.yaml"))
+    assert fleet.regions[:len(REGIONS)] == REGIONS and "af-south" in fleet.regions
+    bad = tmp_path / "catalogue.yaml"
+    bad.write_text("regions: [na-west]\n")
+    with pytest.raises(CatalogueError, match=r"super_node_catalogue: .* has no list `regions` of entries with a `name`"):
+        Rules(SCHEMA, str(bad))
+    with pytest.raises(CatalogueError, match=r"super_node_catalogue: /nonexistent cannot be read"):
+        Rules(SCHEMA, "/nonexistent")
     assert rules.max_replicas == schema["properties"]["autoscaling"]["properties"]["maxReplicas"].get("maximum", 100)
     assert rules.environments == schema["properties"]["global"]["properties"]["environment"]["enum"]
     assert CLOUDS == ("aws", "gcp", "azure", "local") and "prod" in rules.environments

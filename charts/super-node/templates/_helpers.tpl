@@ -29,15 +29,41 @@ Call with (dict "root" $ "region" $region ["suffix" "headless"]).
 {{- end -}}
 
 {{/*
-Every region, in order, as a JSON list: the names of the catalogue regions.yaml (the one source;
-values.schema.json's region enum is generated from it). "all" expands to this list.
+The region catalogue, as a JSON list of {name, neighbours}: the values' `regions` when given (a
+fleet of other regions), else the chart's regions.yaml (the seven production regions).
 */}}
+{{- define "icn-super-node.catalogue" -}}
+{{- $given := .Values.regions | default list -}}
+{{- if $given -}}
+{{- $given | toJson -}}
+{{- else -}}
+{{- (.Files.Get "regions.yaml" | fromYaml).regions | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Every region of the catalogue, in order, as a JSON list. "all" expands to this list. */}}
 {{- define "icn-super-node.allRegions" -}}
 {{- $out := list -}}
-{{- range (.Files.Get "regions.yaml" | fromYaml).regions -}}
+{{- range (include "icn-super-node.catalogue" . | fromJsonArray) -}}
 {{- $out = append $out (toString .name) -}}
 {{- end -}}
 {{- $out | toJson -}}
+{{- end -}}
+
+{{/*
+Nearest-first neighbours of a region, as a JSON list: routing.neighbours.<region> when the values
+set it, else the region's catalogue entry. Call with (dict "root" $ "region" $r).
+*/}}
+{{- define "icn-super-node.neighbours" -}}
+{{- $out := get .root.Values.routing.neighbours .region -}}
+{{- if not $out -}}
+{{- range (include "icn-super-node.catalogue" .root | fromJsonArray) -}}
+{{- if eq (toString .name) $.region -}}
+{{- $out = .neighbours -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $out | default list | toJson -}}
 {{- end -}}
 
 {{/*
@@ -79,12 +105,12 @@ Validates all values first, so every template fails with the same complete messa
 {{- end -}}
 
 {{/*
-Nearest neighbour of a region among candidate regions (routing.neighbours order), or "" if none.
+Nearest neighbour of a region among candidate regions (its neighbours' order), or "" if none.
 Call with (dict "root" $ "region" $r "candidates" (list ...)).
 */}}
 {{- define "icn-super-node.nearestNeighbour" -}}
 {{- $found := "" -}}
-{{- range (get .root.Values.routing.neighbours .region | default list) -}}
+{{- range (include "icn-super-node.neighbours" (dict "root" .root "region" .region) | fromJsonArray) -}}
 {{- if and (not $found) (has . $.candidates) (ne . $.region) -}}
 {{- $found = . -}}
 {{- end -}}
@@ -229,18 +255,36 @@ Gathers every problem and fails ONCE, each message naming the field and what is 
 {{- end -}}
 {{- end -}}
 
-{{- /* neighbour table (used for every routed region): each region needs a non-empty list of the other regions */ -}}
+{{- /* the catalogue: named regions, each once; every region's neighbours (catalogue or routing.neighbours) a non-empty list of the other regions */ -}}
+{{- $names := list -}}
+{{- range $i, $entry := (include "icn-super-node.catalogue" . | fromJsonArray) -}}
+{{- $name := "" -}}
+{{- if kindIs "map" $entry -}}
+{{- $name = toString (get $entry "name") -}}
+{{- end -}}
+{{- if not (regexMatch "^[a-z][a-z0-9-]{0,30}[a-z0-9]$" $name) -}}
+{{- $msgs = append $msgs (printf "regions[%d].name: %q is not a region name; allowed: lowercase letters, digits and '-', 2 to 32 characters" $i $name) -}}
+{{- else if has $name $names -}}
+{{- $msgs = append $msgs (printf "regions[%d].name: %s is listed twice; allowed: each region once" $i $name) -}}
+{{- end -}}
+{{- $names = append $names $name -}}
+{{- end -}}
+{{- range $r := (keys $v.routing.neighbours | sortAlpha) -}}
+{{- if not (has $r $all) -}}
+{{- $msgs = append $msgs (printf "routing.neighbours.%s: not a region of the catalogue; allowed: %s" $r (join ", " $all)) -}}
+{{- end -}}
+{{- end -}}
 {{- range $r := $all -}}
-{{- $n := get $v.routing.neighbours $r -}}
+{{- $n := include "icn-super-node.neighbours" (dict "root" $ "region" $r) | fromJsonArray -}}
 {{- if not $n -}}
-{{- $msgs = append $msgs (printf "routing.neighbours.%s: missing or empty; allowed: a nearest-first list of the other regions (%s)" $r (join ", " (without $all $r))) -}}
+{{- $msgs = append $msgs (printf "neighbours of %s (its catalogue entry or routing.neighbours.%s): missing or empty; allowed: a nearest-first list of the other regions (%s)" $r $r (join ", " (without $all $r))) -}}
 {{- else -}}
 {{- if has $r $n -}}
-{{- $msgs = append $msgs (printf "routing.neighbours.%s: lists the region itself; allowed: the other regions (%s)" $r (join ", " (without $all $r))) -}}
+{{- $msgs = append $msgs (printf "neighbours of %s (its catalogue entry or routing.neighbours.%s): lists the region itself; allowed: the other regions (%s)" $r $r (join ", " (without $all $r))) -}}
 {{- end -}}
 {{- range $n -}}
 {{- if not (has (toString .) $all) -}}
-{{- $msgs = append $msgs (printf "routing.neighbours.%s: unknown region %q; allowed: %s" $r (toString .) (join ", " (without $all $r))) -}}
+{{- $msgs = append $msgs (printf "neighbours of %s (its catalogue entry or routing.neighbours.%s): unknown region %q; allowed: %s" $r $r (toString .) (join ", " (without $all $r))) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
