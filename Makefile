@@ -76,9 +76,17 @@ test-unit: venv tools
 test-lab: venv tools
 	python -m pytest tests -m 'multi or single'
 
-.PHONY: bench-deploy bench-upgrade
+# Benchmarks (bench/bench.py; not part of make test): each starts its own lab in .lab-bench.
+# bench-deploy: the lab's configuration, then the production one (Istio on), REGIONS regions.
+.PHONY: bench-deploy bench-upgrade bench-fleet
 bench-deploy: venv lab-tools
-	python bench/bench.py deploy
+	bash lab/build-tools.sh istio >/dev/null
+	python bench/bench.py deploy --regions $(REGIONS)
+	python bench/bench.py deploy-istio --regions $(REGIONS)
 
 bench-upgrade: venv lab-tools
-	python bench/bench.py upgrade
+	python bench/bench.py upgrade --regions $(REGIONS)
+
+# deploy.yml on 3, 7 and 14 regions (beyond seven, lab/fleet.yaml's), in one run.
+bench-fleet: venv lab-tools
+	python bench/bench.py fleet --regions 3 7 14
