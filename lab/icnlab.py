@@ -454,6 +454,11 @@ def create_cluster(tools: Tools, name: str) -> None:
         "--quiet-pull",
         # Quick HPA decisions, so the autoscaling tests need not wait 15 s per sync.
         "--extra-args", "kube-controller-manager=horizontal-pod-autoscaler-sync-period=5s",
+        # One controller manager and one scheduler per cluster, and nothing restarts them: without
+        # leader election they cannot lose a lease (and exit) when a loaded machine is slow to renew
+        # it (the likely cause of a region whose StatefulSet was never observed, at load 20).
+        "--extra-args", "kube-controller-manager=leader-elect=false",
+        "--extra-args", "kube-scheduler=leader-elect=false",
         # No kube-proxy: the aggregator reaches the lab's metrics API at its Endpoints address.
         "--extra-args", "kube-apiserver=enable-aggregator-routing=true",
         "--wait", "3m",
