@@ -66,7 +66,7 @@ def pick_catalogue(given: str | None, regions: int) -> Path:
     if regions <= len(REGIONS):
         return CHART_CATALOGUE
     log(f"REGIONS={regions} is more than the chart's catalogue's {len(REGIONS)}: the lab's regions come "
-        f"from {FLEET_CATALOGUE.relative_to(ROOT)} (give the playbooks super_node_catalogue={FLEET_CATALOGUE.relative_to(ROOT)})")
+        f"from {FLEET_CATALOGUE.relative_to(ROOT)} (the inventory {LAB / 'inventory'} names it)")
     return FLEET_CATALOGUE
 
 
@@ -644,10 +644,30 @@ def cmd_up(args: argparse.Namespace) -> None:
                                              args.ready_delay_ms,
                                              metrics_objects(ip, ports[c])), clusters))
     state["pids"] = {c: cluster_pids(n) for c, n in clusters.items()}
+    if args.topology == "multi":
+        write_inventory(regions, catalogue)
     state["started_seconds"] = round(time.time() - tools_ready, 1)
     save_state(state)
     log(f"lab up: {len(clusters)} cluster(s) in {time.time() - tools_ready:.0f}s "
-        f"(tools {tools_ready - started:.0f}s); KUBECONFIG={KUBECONFIG}")
+        f"(tools {tools_ready - started:.0f}s); KUBECONFIG={KUBECONFIG}"
+        + (f"; inventory of its regions: -i {LAB / 'inventory'}" if args.topology == "multi" else ""))
+
+
+def write_inventory(regions: list[str], catalogue: Path) -> None:
+    """An inventory of exactly the lab's regions, in LAB/inventory: inventories/local's group
+    variables (a link) and one host per region, with the catalogue they come from when it is not
+    the chart's. `-i .lab/inventory` then reaches every region of a lab of any size."""
+    inventory = LAB / "inventory"
+    inventory.mkdir(exist_ok=True)
+    link = inventory / "group_vars"
+    if not link.is_symlink():
+        link.symlink_to(ROOT / "inventories" / "local" / "group_vars")
+    lines = ["---", "# Written by lab/icnlab.py up: the lab's regions (removed by `make lab-down`).",
+             "super_nodes:", "  hosts:"]
+    lines += [f"    {r}:\n      super_node_kube_context: icn-{r}" for r in regions]
+    if catalogue != CHART_CATALOGUE:
+        lines += ["  vars:", f"    super_node_catalogue: {catalogue}"]
+    (inventory / "hosts.yml").write_text("\n".join(lines) + "\n")
 
 
 def _answers(tools: Tools, context: str) -> bool:
