@@ -346,7 +346,13 @@ class RolloutClock:
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=lab_env())
             self.procs.append(proc)
             threading.Thread(target=self._read, args=(region, proc), daemon=True).start()
-        time.sleep(2)  # the watches list what exists first
+        # Each watch lists what exists first: the rollouts are timed only once every region's listing
+        # is in (on a loaded machine, a watch that starts late would see a finished rollout only).
+        deadline = time.monotonic() + 120
+        while not all(self.events.values()):
+            if time.monotonic() > deadline:
+                raise SystemExit("the StatefulSet watches did not list every region within 120 s")
+            time.sleep(0.2)
 
     def _read(self, region, proc):
         for line in proc.stdout:
