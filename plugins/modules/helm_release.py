@@ -342,7 +342,9 @@ def main():
                       action="unchanged" if not changed else
                       ("installed" if current is None else "upgraded"))
         if params["plan"]:
-            history = helm.history(name, namespace) if current else []
+            # The history tells the deployed chart and whether the rollback can run: needed only
+            # for a release that changes (a no-op plan skips one helm process per region).
+            history = helm.history(name, namespace) if current and changed else []
             deployed = next((h.get("chart") for h in history if h.get("revision") == current["revision"]),
                             None) if current else None
             result["changes"] = (classify(current, desired, deployed, chart_of(desired)) if changed
