@@ -44,22 +44,33 @@ rev=$(cat "$0" "$root/lab/versions.env" | sha256sum | cut -c1-10)
 NODE_IMAGE=icn/kind-node:v$K8S_VERSION-$rev
 if [ "${1:-}" = --print ]; then echo "NODE_IMAGE=$NODE_IMAGE"; exit 0; fi
 
+script_started=$SECONDS
 bash "$here/dockerd.sh" start
 eval "export $(bash "$here/dockerd.sh" env)"
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
-# The tools (cached by version; each build prints its start and end).
-eval "$(bash "$root/lab/build-tools.sh" kubernetes etcd kind containerd kubenode pause | sed 's/^/export /')"
-mkdir -p "${ICN_KIND_STATE:-$root/.kind}/bin"; ln -sfn "$KIND_BIN/kind" "${ICN_KIND_STATE:-$root/.kind}/bin/kind"
-
 work=$(mktemp -d "${TMPDIR:-/tmp}/icn-kind-build.XXXXXX")
-build_container=""
+build_container="" debootstrap_pid=""
 cleanup() {
+  [ -z "$debootstrap_pid" ] || kill "$debootstrap_pid" 2>/dev/null || true
   [ -z "$build_container" ] || docker rm -f -v "$build_container" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# The node's Debian rootfs (network and dpkg, little CPU) is made while the Go tools build.
+if ! have "$NODE_IMAGE"; then
+  log "making the node's Debian bookworm rootfs (mmdebstrap, in the background; log: $work/mmdebstrap.log)"
+  mmdebstrap --quiet --variant=minbase --include="$NODE_PACKAGES" bookworm "$work/rootfs" \
+    "deb $DEBIAN_MIRROR bookworm main" "deb $DEBIAN_MIRROR bookworm-updates main" \
+    "deb $DEBIAN_SECURITY bookworm-security main" > "$work/mmdebstrap.log" 2>&1 &
+  debootstrap_pid=$!
+fi
+
+# The tools (cached by version; each build prints its start and end).
+eval "$(bash "$root/lab/build-tools.sh" kubernetes etcd kind containerd kubenode pause | sed 's/^/export /')"
+mkdir -p "${ICN_KIND_STATE:-$root/.kind}/bin"; ln -sfn "$KIND_BIN/kind" "${ICN_KIND_STATE:-$root/.kind}/bin/kind"
 
 # --- the stand-in ------------------------------------------------------------------------------------
 build_standin() {
@@ -90,7 +101,7 @@ scratch_image() {
 with_libs() {
   local rootfs=$1 dest=$2; shift 2
   local f
-  for f in "$@" $(chroot "$rootfs" ldd "$@" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+  for f in "$@" $(chroot "$rootfs" ldd "$@" 2>/dev/null | awk '/=>/ {print $3} /^\t\// {print $1}' | sort -u); do
     mkdir -p "$dest$(dirname "$f")"
     cp -aL "$rootfs$f" "$dest$f"
   done
@@ -138,10 +149,11 @@ build_node() {
   have "$NODE_IMAGE" && { log "node image $NODE_IMAGE is there"; return 0; }
   local started=$SECONDS rootfs="$work/rootfs" files="$KIND_BIN/../base-files"
   log "building the node image $NODE_IMAGE (mmdebstrap bookworm, then the images kubeadm needs)"
-  mmdebstrap --quiet --variant=minbase --include="$NODE_PACKAGES" bookworm "$rootfs" \
-    "deb $DEBIAN_MIRROR bookworm main" "deb $DEBIAN_MIRROR bookworm-updates main" \
-    "deb $DEBIAN_SECURITY bookworm-security main" >&2
-  log "rootfs ready after $((SECONDS - started)) s"
+  if ! wait "$debootstrap_pid"; then
+    debootstrap_pid=""; log "mmdebstrap failed:"; tail -n 20 "$work/mmdebstrap.log" >&2; return 1
+  fi
+  debootstrap_pid=""
+  log "rootfs ready after $((SECONDS - script_started)) s (since the script started)"
 
   # kind's base image (images/base/Dockerfile): its files, and its systemd clean-up
   cp -a "$files/." "$rootfs/"
@@ -215,8 +227,7 @@ YAML
   log "node image $NODE_IMAGE built in $((SECONDS - started)) s"
 }
 
-started=$SECONDS
 build_standin
 build_node
-log "images ready in $((SECONDS - started)) s"
+log "images ready in $((SECONDS - script_started)) s"
 echo "NODE_IMAGE=$NODE_IMAGE"
