@@ -10,10 +10,11 @@
 //   - when its own image tag (ICN_STANDIN_TAG, set by the image build) ends in "-broken", /ready
 //     always answers 503: an upgrade to such a tag fails on the real kubelet's readiness probe.
 //
-// Two helper commands, for tests that exec into the container (the image has no shell):
+// Helper commands, for tests that exec into the container (the image has no shell):
 //
 //	super-node-standin fill FILE BYTES   write BYTES bytes (multiple of 1 MiB) to FILE, fsync it
 //	super-node-standin size FILE         print FILE's size in bytes
+//	super-node-standin dial HOST:PORT    send 64 KiB to a P2P port, read the echo back, print the bytes
 package main
 
 import (
@@ -101,9 +102,9 @@ func main() {
 
 // heartbeat writes the time to FILE every 10 s; the pod is Ready only while that works.
 func heartbeat(file, tag string) {
-	for {
+	for first := true; ; first = false {
 		err := os.WriteFile(file, []byte(time.Now().UTC().Format(time.RFC3339)+" "+tag+"\n"), 0o644)
-		if err != nil && dataOK.Load() || err == nil && !dataOK.Load() {
+		if first || (err == nil) != dataOK.Load() {
 			log.Printf("heartbeat %s: %v", file, err)
 		}
 		dataOK.Store(err == nil)
@@ -170,6 +171,26 @@ func helper(args []string) int {
 			return 1
 		}
 		return 0
+	case len(args) == 2 && args[0] == "dial":
+		c, err := net.DialTimeout("tcp", args[1], 10*time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		out := make([]byte, 64<<10)
+		if _, err := c.Write(out); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		n, err := io.ReadFull(c, make([]byte, len(out)))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println(n)
+		return 0
 	case len(args) == 2 && args[0] == "size":
 		st, err := os.Stat(args[1])
 		if err != nil {
@@ -179,6 +200,6 @@ func helper(args []string) int {
 		fmt.Println(st.Size())
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "usage: super-node-standin [fill FILE BYTES | size FILE]")
+	fmt.Fprintln(os.Stderr, "usage: super-node-standin [fill FILE BYTES | size FILE | dial HOST:PORT]")
 	return 2
 }

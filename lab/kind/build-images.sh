@@ -10,8 +10,9 @@
 #   lab/kind/build-images.sh            build what is missing; prints NODE_IMAGE=... last
 #   lab/kind/build-images.sh --print    only print NODE_IMAGE=... (the name the current sources give)
 #
-# An image already in the dockerd's data root (the tools cache) is reused: <rev> is a hash of this
-# script, versions.env and kind's node files, so a change to any of them builds a new node image.
+# An image already in the dockerd's data root (the tools cache) is reused: <rev> is a hash of the
+# functions that build it, its package list and versions.env (so also kind's node files, which come
+# with KIND_VERSION); the stand-in's images carry a hash of their sources as a label.
 #
 # Why not `kind build node-image`: it pulls its base image and `ctr content fetch`es every image
 # kubeadm needs, and nothing can be pulled here. So this does what its buildImage() does by hand:
@@ -40,42 +41,14 @@ NODE_PACKAGES=$NODE_PACKAGES,bash,ca-certificates,procps,runc,containernetworkin
 log() { printf '[kind-images] %s\n' "$*" >&2; }
 docker() { /usr/bin/docker "$@"; }   # Debian's CLI, the same version as the daemon
 
-rev=$(cat "$0" "$root/lab/versions.env" | sha256sum | cut -c1-10)
-NODE_IMAGE=icn/kind-node:v$K8S_VERSION-$rev
-if [ "${1:-}" = --print ]; then echo "NODE_IMAGE=$NODE_IMAGE"; exit 0; fi
-
-script_started=$SECONDS
-bash "$here/dockerd.sh" start
-eval "export $(bash "$here/dockerd.sh" env)"
-
-have() { docker image inspect "$1" >/dev/null 2>&1; }
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/icn-kind-build.XXXXXX")
-build_container="" debootstrap_pid=""
-cleanup() {
-  [ -z "$debootstrap_pid" ] || kill "$debootstrap_pid" 2>/dev/null || true
-  [ -z "$build_container" ] || docker rm -f -v "$build_container" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# The node's Debian rootfs (network and dpkg, little CPU) is made while the Go tools build.
-if ! have "$NODE_IMAGE"; then
-  log "making the node's Debian bookworm rootfs (mmdebstrap, in the background; log: $work/mmdebstrap.log)"
-  mmdebstrap --quiet --variant=minbase --include="$NODE_PACKAGES" bookworm "$work/rootfs" \
-    "deb $DEBIAN_MIRROR bookworm main" "deb $DEBIAN_MIRROR bookworm-updates main" \
-    "deb $DEBIAN_SECURITY bookworm-security main" > "$work/mmdebstrap.log" 2>&1 &
-  debootstrap_pid=$!
-fi
-
-# The tools (cached by version; each build prints its start and end).
-eval "$(bash "$root/lab/build-tools.sh" kubernetes etcd kind containerd kubenode pause | sed 's/^/export /')"
-mkdir -p "${ICN_KIND_STATE:-$root/.kind}/bin"; ln -sfn "$KIND_BIN/kind" "${ICN_KIND_STATE:-$root/.kind}/bin/kind"
-
 # --- the stand-in ------------------------------------------------------------------------------------
 build_standin() {
-  local missing=() t
-  for t in $STANDIN_TAGS; do have "icn/super-node-standin:$t" || missing+=("$t"); done
+  local missing=() t rev
+  rev=$(cat "$root"/images/super-node-standin/* | sha256sum | cut -c1-10)
+  for t in $STANDIN_TAGS; do
+    [ "$(docker image inspect -f '{{index .Config.Labels "icn.standin.rev"}}' "icn/super-node-standin:$t" 2>/dev/null)" = "$rev" ] ||
+      missing+=("$t")
+  done
   [ ${#missing[@]} -gt 0 ] || return 0
   log "building the Super-Node stand-in (${missing[*]})"
   mkdir -p "$work/standin"
@@ -83,7 +56,7 @@ build_standin() {
   (cd "$root/images/super-node-standin" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod \
     go build -trimpath -ldflags "-s -w" -o "$work/standin/super-node-standin" .)
   for t in "${missing[@]}"; do
-    docker build -q --build-arg "TAG=$t" -t "icn/super-node-standin:$t" "$work/standin" >/dev/null
+    docker build -q --build-arg "TAG=$t" --label "icn.standin.rev=$rev" -t "icn/super-node-standin:$t" "$work/standin" >/dev/null
   done
 }
 
@@ -226,6 +199,40 @@ YAML
   docker rmi "$base-committed" "$base" >/dev/null
   log "node image $NODE_IMAGE built in $((SECONDS - started)) s"
 }
+
+# --- main ---------------------------------------------------------------------------------------------
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+# the node image's revision: what makes it (its functions below, the packages, the versions)
+rev=$({ declare -f build_node build_k8s_images with_libs scratch_image; echo "$NODE_PACKAGES"
+        cat "$root/lab/versions.env"; } | sha256sum | cut -c1-10)
+NODE_IMAGE=icn/kind-node:v$K8S_VERSION-$rev
+if [ "${1:-}" = --print ]; then echo "NODE_IMAGE=$NODE_IMAGE"; exit 0; fi
+
+script_started=$SECONDS
+bash "$here/dockerd.sh" start
+eval "export $(bash "$here/dockerd.sh" env)"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/icn-kind-build.XXXXXX")
+build_container="" debootstrap_pid=""
+cleanup() {
+  [ -z "$debootstrap_pid" ] || kill "$debootstrap_pid" 2>/dev/null || true
+  [ -z "$build_container" ] || docker rm -f -v "$build_container" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The node's Debian rootfs (network and dpkg, little CPU) is made while the Go tools build.
+if ! have "$NODE_IMAGE"; then
+  log "making the node's Debian bookworm rootfs (mmdebstrap, in the background; log: $work/mmdebstrap.log)"
+  mmdebstrap --quiet --variant=minbase --include="$NODE_PACKAGES" bookworm "$work/rootfs" \
+    "deb $DEBIAN_MIRROR bookworm main" "deb $DEBIAN_MIRROR bookworm-updates main" \
+    "deb $DEBIAN_SECURITY bookworm-security main" > "$work/mmdebstrap.log" 2>&1 &
+  debootstrap_pid=$!
+fi
+
+# The tools (cached by version; each build prints its start and end).
+eval "$(bash "$root/lab/build-tools.sh" kubernetes etcd kind containerd kubenode pause | sed 's/^/export /')"
+mkdir -p "${ICN_KIND_STATE:-$root/.kind}/bin"; ln -sfn "$KIND_BIN/kind" "${ICN_KIND_STATE:-$root/.kind}/bin/kind"
 
 build_standin
 build_node

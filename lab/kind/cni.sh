@@ -4,18 +4,21 @@
 # controller manager), and a route to each other node's pod CIDR via that node's address on the
 # cluster's Docker network. Pods of different nodes reach each other; NetworkPolicy is NOT enforced.
 #
-#   lab/kind/cni.sh CLUSTER    (kubectl's current KUBECONFIG; context kind-CLUSTER or icn-<region>)
+#   lab/kind/cni.sh CLUSTER [CONTEXT [NODES]]   (kubectl's KUBECONFIG; context kind-CLUSTER by default;
+#                                               NODES: how many nodes to wait for, default 1)
 set -euo pipefail
-cluster=$1 context=${2:-kind-$1}
+cluster=$1 context=${2:-kind-$1} expect=${3:-1}
 docker() { /usr/bin/docker "$@"; }
 # every node has a pod CIDR once the controller manager saw it (a few seconds after it joined)
 for _ in $(seq 1 60); do
   lines=$(kubectl --context "$context" get nodes -o \
     jsonpath='{range .items[*]}{.metadata.name} {.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}')
-  [ -n "$lines" ] && ! awk 'NF < 3 {bad=1} END {exit !bad}' <<< "$lines" && break
+  [ -n "$lines" ] && [ "$(wc -l <<< "$lines")" -ge "$expect" ] &&
+    ! awk 'NF < 3 {bad=1} END {exit !bad}' <<< "$lines" && break
   sleep 1
 done
-awk 'NF < 3 {bad=1} END {exit bad}' <<< "$lines" || { echo "nodes without pod CIDR or address: $lines" >&2; exit 1; }
+awk 'NF < 3 {bad=1} END {exit bad}' <<< "$lines" && [ "$(wc -l <<< "$lines")" -ge "$expect" ] ||
+  { echo "$cluster: wanted $expect nodes with a pod CIDR and an address, have: $lines" >&2; exit 1; }
 while read -r node cidr _; do
   routes=$(awk -v me="$node" '$1 != me {printf "ip route replace %s via %s\n", $2, $3}' <<< "$lines")
   docker exec -i "$node" sh -ec "

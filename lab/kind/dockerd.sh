@@ -38,6 +38,14 @@ start() {
   install_packages
   # Debian's docker CLI (the daemon's version) first on the scenario's PATH (molecule/kind)
   mkdir -p "$state/bin"; ln -sfn /usr/bin/docker "$state/bin/docker"
+  # Every kind node runs a systemd, a kubelet and a containerd, each with inotify instances: the
+  # default 128 per user runs out with a few clusters ("too many open files" in kube-proxy). Raised
+  # as kind's known-issues page says; never lowered.
+  local key want
+  for key in fs.inotify.max_user_instances=1024 fs.inotify.max_user_watches=524288; do
+    want=${key#*=}
+    [ "$(sysctl -n "${key%=*}")" -ge "$want" ] || sysctl -qw "$key"
+  done
   if running; then log "dockerd already runs (pid $(cat "$pidfile"))"; return 0; fi
   mkdir -p "$dir" "$data"
   cat > "$dir/daemon.json" <<JSON
