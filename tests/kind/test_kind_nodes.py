@@ -123,7 +123,9 @@ def test_the_stand_in_runs_on_real_nodes_and_answers_its_probes(kind):
         assert len({p.spec.node_name for p in pods}) == 2, "two pods, two nodes"
         assert image_of(c, region) == f"icn/super-node-standin:{BASE_TAG}"
         # a real container: its process wrote its heartbeat to the volume
-        assert BASE_TAG in exec_in(c, pods[0].metadata.name, "/super-node-standin", "size", "/data/standin-heartbeat") or True
+        assert int(exec_in(c, pods[0].metadata.name, "/super-node-standin", "size", "/data/standin-heartbeat")) > 0
+        # pod to pod across the two nodes, on the P2P port (the ptp CNI and the routes of lab/kind/cni.sh)
+        assert exec_in(c, pods[0].metadata.name, "/super-node-standin", "dial", f"{pods[1].status.pod_ip}:9000").strip() == "65536"
 
 
 def test_a_gigabyte_on_data_survives_the_pods_deletion(kind):
@@ -160,21 +162,36 @@ def test_an_upgrade_to_a_broken_tag_fails_on_the_kubelets_probe_and_is_rolled_ba
 
 
 def test_a_drain_of_a_node_keeps_a_ready_replica_throughout(kind, tmp_path):
+    """drain_node.yml on a worker that hosts a Super-Node. Each zone has one worker here and the
+    pod's volume is pinned to its zone, so the evicted pod has nowhere to go until the node is
+    uncordoned: the playbook says so when its wait runs out. What matters on real nodes: the eviction
+    goes through the PDB, the other replica stays Ready throughout (sampled every second), a second
+    drain (of the other worker) is refused while the first pod is away, and after the uncordon the
+    pod is Ready again on its node."""
     region = REGIONS[2]
     c = kind[region]
-    pod = f"icn-super-node-{region}-0"
-    node = c.core.read_namespaced_pod(pod, NS).spec.node_name
+    pod, other = f"icn-super-node-{region}-0", f"icn-super-node-{region}-1"
+    before = c.core.read_namespaced_pod(pod, NS)
+    node = before.spec.node_name
+    other_node = c.core.read_namespaced_pod(other, NS).spec.node_name
     watch = ReadyWatch(c, region)
     watch.start()
     try:
         run = kind_playbook("playbooks/drain_node.yml", "-e", f"region={region}", "-e", f"node={node}",
-                            tmp_path=tmp_path)
-        assert c.core.read_node(node).spec.unschedulable
+                            "-e", "drain_node_timeout=60", tmp_path=tmp_path)
+        assert c.core.read_node(node).spec.unschedulable, run.output[-3000:]
+        evicted = [p for p in c.pods(NS) if p.metadata.name == pod]
+        assert not evicted or evicted[0].metadata.uid != before.metadata.uid, "the pod was evicted"
+        refused = kind_playbook("playbooks/drain_node.yml", "-e", f"region={region}", "-e", f"node={other_node}",
+                                tmp_path=tmp_path)
+        assert refused.rc != 0 and f"Refusing to drain {other_node}" in refused.output, refused.output[-3000:]
+        assert not c.core.read_node(other_node).spec.unschedulable, "a refused drain must not cordon"
     finally:
         undo = kind_playbook("playbooks/drain_node.yml", "-e", f"region={region}", "-e", f"node={node}",
                              "-e", "drain_node_uncordon=true", tmp_path=tmp_path)
-        wait_ready(c, pod, timeout=300)
+        back = wait_ready(c, pod, timeout=300, old_uid=before.metadata.uid)
         min_ready = watch.stop()
     assert undo.rc == 0, undo.output[-3000:]
-    assert watch.samples > 10 and min_ready >= 1, f"Ready replicas fell to {min_ready}"
-    assert run.rc == 0, run.output[-4000:]
+    assert not c.core.read_node(node).spec.unschedulable
+    assert back.spec.node_name == node
+    assert watch.samples > 30 and min_ready >= 1, f"Ready replicas fell to {min_ready}"
