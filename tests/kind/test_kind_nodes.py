@@ -22,7 +22,7 @@ pytestmark = pytest.mark.kind
 
 KIND_DIR = ROOT / ".kind-molecule"
 REGIONS = ["na-west", "na-east", "eu-west"]   # molecule/default/inventory/hosts.yml, in order
-NS = "icn-super-node"
+NS = "icn"              # super_node_namespace (roles/region)
 BASE_TAG = "v1.0.0"      # inventories/local (workload.yml), the stand-in's first tag
 BROKEN_TAG = "v1.1.0-broken"
 GIB = 1 << 30
@@ -88,7 +88,7 @@ def image_of(cluster: Cluster, region: str) -> str:
 
 
 def ready_count(cluster: Cluster, region: str) -> int:
-    return sum(1 for p in cluster.pods(NS, f"app.kubernetes.io/instance=icn-super-node-{region}") if is_ready(p))
+    return sum(1 for p in cluster.pods(NS) if p.metadata.name.startswith(f"icn-super-node-{region}-") and is_ready(p))
 
 
 class ReadyWatch(threading.Thread):
@@ -148,8 +148,9 @@ def test_an_upgrade_to_a_broken_tag_fails_on_the_kubelets_probe_and_is_rolled_ba
     watch = ReadyWatch(kind[first], first)
     watch.start()
     try:
-        run = kind_playbook("upgrade.yml", "-e", f"super_node_image_tag={BROKEN_TAG}", tmp_path=tmp_path,
-                            timeout=1500)
+        # the kubelet's readiness probe fails for good: 90 s is enough to see it (the default is 600)
+        run = kind_playbook("upgrade.yml", "-e", f"super_node_image_tag={BROKEN_TAG}", "-e", "rollout_timeout=90",
+                            tmp_path=tmp_path, timeout=1500)
     finally:
         min_ready = watch.stop()
     assert run.rc != 0, "an upgrade to a tag that never turns Ready must fail"
