@@ -84,7 +84,8 @@ stop() {
   log "stopping dockerd (pid $pid)"
   kill -TERM "$pid"
   local i
-  for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }; sleep 0.5; done
+  # its exec root holds sockets (containerd's): gone with it
+  for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { rm -rf "$pidfile" "$dir/exec"; return 0; }; sleep 0.5; done
   log "dockerd (pid $pid) did not stop in 30 s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
 }
 
