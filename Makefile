@@ -19,7 +19,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 help:
 	@echo "make demo                 build or reuse the lab's tools, start the 7-region lab, deploy to it"
 	@echo "make test                 install what is needed and run every test (what CI runs)"
-	@echo "make test-unit            the tests that need no cluster (lint, then pytest -m 'not multi and not single')"
+	@echo "make test-unit            the tests that need no cluster (lint, then pytest -m 'not multi and not single and not kind')"
 	@echo "make test-lab             the tests that need the lab (pytest -m 'multi or single'; starts the lab it needs)"
 	@echo "make lab-up [REGIONS=N] [TOPOLOGY=multi|single]   start the lab"
 	@echo "make lab-status | lab-down"
@@ -71,7 +71,7 @@ test: venv tools
 test-unit: venv tools
 	yamllint --strict .
 	ansible-lint --profile production
-	python -m pytest tests -m 'not multi and not single'
+	python -m pytest tests -m 'not multi and not single and not kind'
 
 test-lab: venv tools
 	python -m pytest tests -m 'multi or single'

@@ -20,7 +20,9 @@ log() { printf '[build-tools] %s\n' "$*" >&2; }
 # printed when a build starts so that a newcomer knows how long to wait. The go tool's own output
 # goes to $cache/logs/<tool>.log, not to the terminal.
 declare -A TOOK=([etcd]="51 s" [helm]="72 s" [kubernetes]="4 min 39 s" [kwok]="69 s"
-                 [istio]="6 min" [prometheus]="3 min 18 s")
+                 [istio]="6 min" [prometheus]="3 min 18 s"
+                 [kind]="10 s" [containerd]="2 min 54 s" [kubenode]="1 min 40 s, after kubernetes"
+                 [pause]="1 s")
 
 # build TOOL: build_TOOL unless cached_TOOL, with one line when it starts and one when it ends
 # (its measured time); the go tool's output in the log file, its tail shown if the build fails.
@@ -77,8 +79,14 @@ cached_kubernetes() {
     [ -x "$out/bin/kube-scheduler" ] && [ -x "$out/bin/kubectl" ]
 }
 build_kubernetes() {
-  local out="$cache/kubernetes-$K8S_VERSION"
   log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION"
+  kube_build "$cache/kubernetes-$K8S_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl
+  finish kubernetes "$cache/kubernetes-$K8S_VERSION"
+}
+
+# kube_build OUT CMD...: k8s.io/kubernetes/cmd/CMD... into OUT.tmp/bin, version-stamped (kubeadm reads it).
+kube_build() {
+  local out=$1; shift
   local m="$out.tmp/src"; scratch_module "$m"
   local staging="v0.${K8S_VERSION#1.}"
   (
@@ -96,18 +104,9 @@ build_kubernetes() {
     # The kubernetes go.mod pins its own dependency versions; copy its requires so the build uses them.
     go mod edit $(sed -n '/^require (/,/^)/p' "$kdir/go.mod" | grep -v '^require\|^)' | grep -v '^\s*k8s.io/' |
       awk '{print "-require=" $1 "@" $2}')
-    cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+    { printf '//go:build tools\n\npackage tools\n\nimport (\n'
+      for c in "$@"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+      printf ')\n'; } > tools.go
     go mod tidy >&2
     local minor=${K8S_VERSION#1.}; minor=${minor%%.*}
     local ld="-s -w"
@@ -115,11 +114,9 @@ GO
       ld="$ld -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
       ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
     done
-    go build -trimpath -ldflags "$ld" -o "$out.tmp/bin/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl >&2
-  )
-  rm -rf "$m"; finish kubernetes "$out"
+    go build -trimpath -ldflags "$ld" -o "$out.tmp/bin/" "${@/#/k8s.io/kubernetes/cmd/}" >&2
+  ) || { rm -rf "$m"; return 1; }
+  rm -rf "$m"
 }
 
 # .k8s-version marks a build that knows its Kubernetes version (older builds here did not).
@@ -195,6 +192,59 @@ build_prometheus() {
   rm -rf "$m"; finish prometheus "$out"
 }
 
+# The kind clusters' tools (lab/kind, docs/kind.md): kind itself, and what goes into the node image
+# (containerd, kubelet/kubeadm/kube-proxy, pause). Built only when named (lab/kind/build-images.sh does).
+ON_REQUEST="kind containerd kubenode pause"
+cached_kind() { [ -x "$cache/kind-$KIND_VERSION/bin/kind" ]; }
+build_kind() {
+  local out="$cache/kind-$KIND_VERSION"
+  log "building kind $KIND_VERSION"
+  local m="$out.tmp/src"; scratch_module "$m"
+  (cd "$m" && go get "sigs.k8s.io/kind@v$KIND_VERSION" >&2 &&
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/bin/kind" sigs.k8s.io/kind >&2) || return 1
+  # kind's node files (entrypoint, systemd units, containerd config) for the node image
+  local dir; dir=$(cd "$m" && go list -m -f '{{.Dir}}' sigs.k8s.io/kind)
+  cp -r "$dir/images/base/files" "$out.tmp/base-files" && chmod -R u+w "$out.tmp/base-files"
+  rm -rf "$m"; finish kind "$out"
+}
+
+# containerd 2.x for the node image, with the build tags kind's base image uses (no cgo needed then).
+cached_containerd() { [ -x "$cache/containerd-$CONTAINERD_VERSION/bin/containerd" ]; }
+build_containerd() {
+  local out="$cache/containerd-$CONTAINERD_VERSION"
+  log "building containerd, ctr, containerd-shim-runc-v2 $CONTAINERD_VERSION"
+  local m="$out.tmp/src"; scratch_module "$m"
+  local c=github.com/containerd/containerd/v2
+  (cd "$m" && go get "$c@v$CONTAINERD_VERSION" >&2 &&
+    go build -trimpath -tags "no_aufs no_zfs no_btrfs no_devmapper" \
+      -ldflags "-s -w -X $c/version.Version=v$CONTAINERD_VERSION -X $c/version.Package=$c" \
+      -o "$out.tmp/bin/" "$c/cmd/containerd" "$c/cmd/ctr" "$c/cmd/containerd-shim-runc-v2" >&2) || return 1
+  rm -rf "$m"; finish containerd "$out"
+}
+
+# kubelet, kubeadm, kube-proxy for the node image, from the same module and version as the lab's tools.
+cached_kubenode() {
+  local out="$cache/kubenode-$K8S_VERSION"
+  [ -x "$out/bin/kubelet" ] && [ -x "$out/bin/kubeadm" ] && [ -x "$out/bin/kube-proxy" ]
+}
+build_kubenode() {
+  log "building kubelet, kubeadm, kube-proxy $K8S_VERSION"
+  kube_build "$cache/kubenode-$K8S_VERSION" kubelet kubeadm kube-proxy || return 1
+  finish kubenode "$cache/kubenode-$K8S_VERSION"
+}
+
+# pause, the sandbox image's one binary: Kubernetes' build/pause/linux/pause.c, static, with gcc.
+cached_pause() { [ -x "$cache/pause-$K8S_VERSION/bin/pause" ]; }
+build_pause() {
+  local out="$cache/pause-$K8S_VERSION" kdir
+  kdir=$(cd /tmp && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  mkdir -p "$out.tmp/bin"
+  gcc -Os -Wall -Werror -static -DVERSION="v$K8S_VERSION-icn" -o "$out.tmp/bin/pause" \
+    "$kdir/build/pause/linux/pause.c" || return 1
+  strip "$out.tmp/bin/pause"
+  finish pause "$out"
+}
+
 # Every tool is a build_<tool> function and a bin_<tool> line; the default is all of them.
 bin_kwok() { echo "KWOK_BIN=$cache/kwok-$KWOK_VERSION/bin"; }
 bin_etcd() { echo "ETCD_BIN=$cache/etcd-$ETCD_VERSION/bin"; }
@@ -202,9 +252,14 @@ bin_kubernetes() { echo "KUBE_BIN=$cache/kubernetes-$K8S_VERSION/bin"; }
 bin_helm() { echo "HELM_BIN=$cache/helm-$HELM_VERSION/bin"; }
 bin_prometheus() { echo "PROMETHEUS_BIN=$cache/prometheus-$PROMETHEUS_VERSION/bin"; }
 bin_istio() { echo "ISTIO_BIN=$cache/istio-$ISTIO_MODULE_VERSION/bin"; }
+bin_kind() { echo "KIND_BIN=$cache/kind-$KIND_VERSION/bin"; }
+bin_containerd() { echo "CONTAINERD_BIN=$cache/containerd-$CONTAINERD_VERSION/bin"; }
+bin_kubenode() { echo "KUBENODE_BIN=$cache/kubenode-$K8S_VERSION/bin"; }
+bin_pause() { echo "PAUSE_BIN=$cache/pause-$K8S_VERSION/bin"; }
 
 known=$(compgen -A function build_ | sed 's/^build_//' | tr '\n' ' ')
-tools=("$@"); [ ${#tools[@]} -gt 0 ] || read -r -a tools <<< "$known"
+default=$(for t in $known; do [[ " $ON_REQUEST " == *" $t "* ]] || printf '%s ' "$t"; done)
+tools=("$@"); [ ${#tools[@]} -gt 0 ] || read -r -a tools <<< "$default"
 for t in "${tools[@]}"; do
   declare -F "build_$t" >/dev/null || { log "unknown tool '$t' (allowed: $known)"; exit 2; }
 done

@@ -4,8 +4,9 @@ other topology than the lab it started, it swaps them. A lab that was already ru
 session began (a developer's) is used as is, and never stopped; if its topology is wrong, the
 test fails and says so.
 
-Tests run in this order: no lab, then the multi-cluster lab, then the single-cluster lab, so a
-full run starts each lab once."""
+Tests run in this order: no lab, then the multi-cluster lab, then the single-cluster lab, then
+the kind clusters (tests/kind: real nodes, which start and destroy their own clusters), so a full
+run starts each lab once."""
 from __future__ import annotations
 
 import os
@@ -15,12 +16,13 @@ import pytest
 
 from labkit import LAB_DIR, REGIONS, Cluster, icnlab, lab_state
 
-ORDER = {"multi": 1, "single": 2}
+ORDER = {"multi": 1, "single": 2, "kind": 3}
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "multi: needs the multi-cluster lab (one cluster per region)")
     config.addinivalue_line("markers", "single: needs the single-cluster lab (icn-single)")
+    config.addinivalue_line("markers", "kind: needs the kind clusters of real nodes (tests/kind, docs/kind.md)")
 
 
 def pytest_collection_modifyitems(items):

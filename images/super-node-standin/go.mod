@@ -1,0 +1,3 @@
+module icn.local/super-node-standin
+
+go 1.24
