@@ -14,13 +14,14 @@ export KUBECONFIG := $(CURDIR)/.lab/kubeconfig
 export ICN_TOOLS_CACHE := $(TOOLS_CACHE)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help venv tools lab-tools lab-up lab-down lab-status demo test lint test-unit test-lab build
+.PHONY: help venv tools lab-tools lab-up lab-down lab-status demo test lint test-unit test-lab test-kind build
 
 help:
 	@echo "make demo                 build or reuse the lab's tools, start the 7-region lab, deploy to it"
 	@echo "make test                 install what is needed and run every test (what CI runs)"
 	@echo "make test-unit            the tests that need no cluster (lint, then pytest -m 'not multi and not single and not kind')"
 	@echo "make test-lab             the tests that need the lab (pytest -m 'multi or single'; starts the lab it needs)"
+	@echo "make test-kind            molecule test -s kind and the real-node tests (kind clusters built here; not in make test yet)"
 	@echo "make lab-up [REGIONS=N] [TOPOLOGY=multi|single]   start the lab"
 	@echo "make lab-status | lab-down"
 	@echo "make lint | build"
@@ -66,6 +67,13 @@ build: venv
 
 test: venv tools
 	bash tests/run-all.sh
+
+# Real nodes (docs/kind.md): the kind tools and images (cached), `molecule test -s kind`, then the
+# real-node tests. Not yet part of make test (see tests/run-all.sh).
+test-kind: venv tools
+	bash lab/build-tools.sh kind containerd kubenode pause
+	molecule test -s kind
+	python -m pytest tests -m kind
 
 # The chart-render and alert tests need helm and promtool: `tools` builds them once (cached).
 test-unit: venv tools

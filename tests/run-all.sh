@@ -10,4 +10,7 @@ ansible-galaxy collection build --force --output-path build/ >/dev/null
 echo "== molecule (default scenario: 3 lab regions)"
 molecule test -s default
 echo "== pytest (brings the lab up and down itself)"
-exec python -m pytest tests "$@"
+# The real-node tests (tests/kind, marker kind) and `molecule test -s kind` are `make test-kind`,
+# not yet part of make test: a cold make test with them has not been measured inside CI's 90
+# minutes (docs/kind.md).
+exec python -m pytest tests -m "not kind" "$@"
