@@ -250,9 +250,10 @@ def istio_capture(tmp: Path) -> dict:
 
 def istio_loop(tmp: Path, captured: dict) -> float:
     """The loop an operator would write for deploy.yml's result with Istio on, per context: helm
-    upgrade --install --wait of istio-base, istiod, the east-west gateway (their namespace labelled
-    with the network first), the Gateway, the workload namespace's revision label and strict mTLS
-    (kubectl apply), the Super-Node chart; then every cluster's remote secret into every other, as
+    upgrade --install of istio-base, istiod, the east-west gateway (their namespace labelled with
+    the network first; no --wait, as deploy.yml's istio role does not wait on them either: helm
+    would wait forever for the gateway's LoadBalancer address, which no lab cluster gives), the Gateway, the workload namespace's revision label and strict mTLS
+    (kubectl apply), the Super-Node chart with --wait; then every cluster's remote secret into every other, as
     `istioctl create-remote-secret | kubectl apply` writes it. It does not check anything
     deploy.yml checks (preflight, the revision guard, the remote secrets' presence, the region's
     health) nor wait beyond helm's --wait."""
@@ -264,7 +265,7 @@ def istio_loop(tmp: Path, captured: dict) -> float:
         for name, ns, chart, values in captured[region]["releases"]:
             if name == "istio-base":
                 sh("helm", "--kubeconfig", str(LAB / "kubeconfig"), "--kube-context", ctx, "upgrade", "--install",
-                   name, chart, "-n", ns, "--create-namespace", "--values", str(values), "--wait", "--timeout", "10m",
+                   name, chart, "-n", ns, "--create-namespace", "--values", str(values), "--timeout", "10m",
                    env=lab_env())
                 doc = tmp / f"ns-{region}.json"
                 doc.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": first}))
@@ -274,8 +275,9 @@ def istio_loop(tmp: Path, captured: dict) -> float:
                 doc = tmp / f"rest-{region}.json"
                 doc.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": rest}))
                 kubectl(ctx, "apply", "-f", str(doc))
+            wait = ["--wait"] if ns == NS else []
             sh("helm", "--kubeconfig", str(LAB / "kubeconfig"), "--kube-context", ctx, "upgrade", "--install",
-               name, chart, "-n", ns, "--values", str(values), "--wait", "--timeout", "10m", env=lab_env())
+               name, chart, "-n", ns, "--values", str(values), *wait, "--timeout", "10m", env=lab_env())
     for source in REGIONS:
         secret = sh("istioctl", "--kubeconfig", str(LAB / "kubeconfig"), "--context", f"icn-{source}",
                     "create-remote-secret", f"--name={source}", env=lab_env()).stdout
