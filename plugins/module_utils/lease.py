@@ -180,15 +180,29 @@ class ClusterLease:
         return True
 
     def release(self, identity: str) -> str | None:
-        """Deletes the Lease when it is ours; returns the renewer's pid recorded on it."""
+        """Deletes the Lease when it is ours; returns the renewer's pid recorded on it.
+
+        The delete is conditional on the resourceVersion just read, so that a Lease that another
+        run took meanwhile is never deleted. Our own renewer may write it between the read and the
+        delete (HTTP 409): then read it again and delete that version."""
         with self.client() as kube:
-            lease = self.read(kube)
-            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != identity:
-                return None
-            kube.request("DELETE", self.path, f"deleting Lease {self.namespace}/{self.name}",
-                         body={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {
-                             "resourceVersion": lease["metadata"]["resourceVersion"]}})
-            return ((lease.get("metadata") or {}).get("annotations") or {}).get(RENEWER_ANNOTATION)
+            for _ in range(5):
+                lease = self.read(kube)
+                if lease is None or (lease.get("spec") or {}).get("holderIdentity") != identity:
+                    return None
+                try:
+                    kube.request("DELETE", self.path, f"deleting Lease {self.namespace}/{self.name}",
+                                 body={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {
+                                     "resourceVersion": lease["metadata"]["resourceVersion"]}})
+                except KubeError as err:
+                    if err.status == 409:
+                        continue
+                    if err.status == 404:
+                        return None
+                    raise
+                return ((lease.get("metadata") or {}).get("annotations") or {}).get(RENEWER_ANNOTATION)
+        raise KubeError(f"{self.where}: Lease {self.namespace}/{self.name} kept changing while it was "
+                        "being given back (five conflicts in a row)")
 
 
 def in_parallel(function, leases: list) -> list:

@@ -242,7 +242,9 @@ def test_an_api_server_frozen_for_less_than_the_grace_costs_only_the_pause(froze
         assert client.get("/version", "reading the version")["gitVersion"] == "v1.36.3"
         took = time.monotonic() - started
         thaw.join()
-    assert 2.5 <= took < 6, took
+    # It cannot answer before the thaw; and it did not give up, as it would have after the grace.
+    # (No tighter bound: this machine is shared, and a timed test here measures the neighbours.)
+    assert took >= 2.5, took
 
 
 def test_an_api_server_frozen_past_the_grace_fails_the_read(frozen_server, tmp_path):
@@ -255,7 +257,8 @@ def test_an_api_server_frozen_past_the_grace_fails_the_read(frozen_server, tmp_p
     took = time.monotonic() - started
     thaw.join()
     assert "timed out" in str(failed.value) and "(tried " in str(failed.value)
-    assert 1.5 <= took < 1.5 + 0.5 + 1, took  # the grace, plus at most one attempt's timeout
+    # At least the grace; well short of the 5 s freeze: it gave up at its deadline, not at the thaw.
+    assert 1.5 <= took < 4.5, took
 
 
 # --------------------------------------------------------------------------- exec plugins
