@@ -34,12 +34,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / ".lab-bench"
-CHART_CATALOGUE = ROOT / "charts/super-node/regions.yaml"
-FLEET_CATALOGUE = ROOT / "lab/fleet.yaml"  # 21 regions, the chart's seven first (lab/icnlab.py)
-
-
-def catalogue(path: Path) -> list[str]:
-    return [str(r["name"]) for r in yaml.safe_load(path.read_text())["regions"]]
+sys.path.insert(0, str(ROOT / "lab"))
+# The lab's own reader of a region catalogue, and its two catalogues: the chart's regions.yaml, and
+# lab/fleet.yaml (21 regions, the chart's seven first).
+from icnlab import CHART_CATALOGUE, FLEET_CATALOGUE, catalogue_regions as catalogue  # noqa: E402
 
 
 # The regions, in order, from the chart's catalogue (the one source); set_regions(N) picks the first
