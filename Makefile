@@ -69,11 +69,10 @@ test: venv tools
 	bash tests/run-all.sh
 
 # Real nodes (docs/kind.md): the kind tools and images (cached), `molecule test -s kind`, then the
-# real-node tests. Not yet part of make test (see tests/run-all.sh).
+# real-node tests on the same clusters (tests/run-kind.sh). Not yet part of make test (see
+# tests/run-all.sh).
 test-kind: venv tools
-	bash lab/build-tools.sh kind containerd kubenode pause
-	molecule test -s kind
-	python -m pytest tests -m kind
+	bash tests/run-kind.sh
 
 # The chart-render and alert tests need helm and promtool: `tools` builds them once (cached).
 test-unit: venv tools
