@@ -37,12 +37,12 @@ LAB = ROOT / ".lab-bench"
 sys.path.insert(0, str(ROOT / "lab"))
 # The lab's own reader of a region catalogue, and its two catalogues: the chart's regions.yaml, and
 # lab/fleet.yaml (21 regions, the chart's seven first).
-from icnlab import CHART_CATALOGUE, FLEET_CATALOGUE, catalogue_regions as catalogue  # noqa: E402
+from icnlab import CHART_CATALOGUE, FLEET_CATALOGUE, catalogue_regions  # noqa: E402
 
 
 # The regions, in order, from the chart's catalogue (the one source); set_regions(N) picks the first
 # N of it, or of lab/fleet.yaml beyond seven, as the lab does.
-REGIONS = catalogue(CHART_CATALOGUE)
+REGIONS = catalogue_regions(CHART_CATALOGUE)
 PRODUCTION = list(REGIONS)
 NS = "icn"
 ISTIO_MODULE = dict(line.split("=", 1) for line in (ROOT / "lab/versions.env").read_text().splitlines()
@@ -52,7 +52,7 @@ ISTIO_NS = "istio-system"
 
 def set_regions(count: int) -> None:
     source = CHART_CATALOGUE if count <= len(PRODUCTION) else FLEET_CATALOGUE
-    REGIONS[:] = catalogue(source)[:count]
+    REGIONS[:] = catalogue_regions(source)[:count]
     if len(REGIONS) != count:
         raise SystemExit(f"{count} regions: {source} has only {len(REGIONS)}")
 
