@@ -41,7 +41,7 @@ def change_parts(changes: dict | None) -> list[str]:
         parts.append("values " + ", ".join(changes["values"]))
     if changes.get("restarts"):
         parts.append("restarts " + ", ".join(changes["restarts"]))
-    elif changes.get("restarts") is None and changes.get("values"):
+    elif changes.get("restarts") is None and changes.get("values") and changes.get("rendered", True):
         parts.append("restarts unknown")
     return parts
 
@@ -67,7 +67,8 @@ def change_columns(plan: dict) -> dict:
         "image": f"{image['from'] or 'none'} -> {image['to']}" if image else "-",
         "values": ",".join(changes.get("values") or []) or "-",
         "pods": ("new" if plan.get("changed") and plan.get("previous_revision") is None
-                 else "replaced" if restarts else "kept" if restarts is not None else "unknown"),
+                 else "replaced" if restarts else "kept" if restarts is not None
+                 else "not rendered" if changes.get("rendered") is False else "unknown"),
     }
 
 

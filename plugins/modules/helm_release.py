@@ -74,7 +74,8 @@ options:
   check_rollback:
     description:
       - When the release would change, also return RV(rollback), whether the revision deployed now
-        could be rolled back to once the upgrade has replaced it (implies O(plan)).
+        could be rolled back to once the upgrade has replaced it, and RV(changes) as far as the
+        values and the charts tell them without a render (with O(plan), rendered: every object).
     type: bool
     default: false
   binary_path:
@@ -134,13 +135,14 @@ chart:
   returned: always
 changes:
   description:
-    - What the upgrade changes (all empty when the release is unchanged). V(objects) and V(restarts)
-      are null when the chart was not rendered.
+    - What the upgrade changes (all empty when the release is unchanged). V(objects), V(restarts)
+      and V(image_tag) are null, and V(rendered) false, when the chart was not rendered.
+    - After a real upgrade of an existing release, what it did change, from the release it made.
     - V(restarts) lists the workloads whose pod template changes, so whose pods are replaced; a
       change that restarts no pod (HPA bounds, PDB, ServiceMonitor, alerts, routing) leaves it empty.
     - V(values) holds only the paths of the changed values, never a value.
   type: dict
-  returned: with O(plan) or O(check_rollback)
+  returned: with O(plan) or O(check_rollback), and after an upgrade of an existing release
   sample:
     chart: {from: icn-super-node-0.1.0, to: icn-super-node-0.2.0}
     image_tag: {from: v1.0.0, to: v1.1.0}
@@ -320,7 +322,6 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    params["plan"] = params["plan"] or params["check_rollback"]
     binary = module.get_bin_path(params["binary_path"], required=True)
     # K8S_AUTH_KUBECONFIG/K8S_AUTH_CONTEXT as kubernetes.core reads them, for helm as for our client.
     params["kubeconfig"], params["context"] = resolve_target(params["kubeconfig"], params["context"])
@@ -341,7 +342,7 @@ def main():
                       chart=chart_of(desired),
                       action="unchanged" if not changed else
                       ("installed" if current is None else "upgraded"))
-        if params["plan"]:
+        if params["plan"] or params["check_rollback"]:
             # The history tells the deployed chart and whether the rollback can run: needed only
             # for a release that changes (a no-op plan skips one helm process per region).
             history = helm.history(name, namespace) if current and changed else []
@@ -349,8 +350,15 @@ def main():
                             None) if current else None
             result["changes"] = (classify(current, desired, deployed, chart_of(desired)) if changed
                                  else dict(NO_CHANGES))
-            if changed and "manifest" not in desired:  # not rendered: only the values are known
-                result["changes"].update(objects=None, restarts=None)
+            if changed and "manifest" not in desired:
+                # Not rendered (a real upgrade.yml plans without a render: the upgrade itself tells
+                # the objects it changed): the values and the chart versions are known, not the
+                # objects, nor the image of the pods.
+                meta = chart_metadata(params["chart_ref"]) if params["chart_ref"] else {}
+                local = "%s-%s" % (meta["name"], meta["version"]) if meta.get("name") else None
+                result["changes"].update(objects=None, restarts=None, image_tag=None, rendered=False,
+                                         chart={"from": deployed, "to": local}
+                                         if local and deployed != local else None)
             if params["check_rollback"]:  # only a release that changes is checked
                 apis = caps() and caps()[1] if changed else None
                 result["rollback"] = dict(revision=current["revision"] if current else None,
@@ -365,12 +373,19 @@ def main():
                                           desired.get("config"), name)),
             ]
         if changed and not module.check_mode:
+            # The deployed revision's chart (helm status does not tell it), for the changes below.
+            prior = (helm.history(name, namespace, max_entries=1) or [{}])[-1].get("chart") if current else None
             release = helm.upgrade(name, namespace, params["chart_ref"], params["values"],
                                    create_namespace=params["create_namespace"],
                                    history_max=params["history_max"],
                                    wait_seconds=params["wait_timeout"])
             result["revision"] = release["version"]
             result["chart"] = chart_of(release)
+            if current is not None:
+                # What the upgrade did change, from the release it made (its manifest is in helm's
+                # answer): the summary reports this, not a forecast.
+                result["changes"] = classify(current, {"config": values, "manifest": release.get("manifest", "")},
+                                             prior, result["chart"])
             if current is None and params["initial_replicas"]:
                 result["scaled"] = start_at(module, release, namespace, params["initial_replicas"])
     except HelmError as err:

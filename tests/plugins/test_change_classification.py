@@ -179,3 +179,16 @@ def test_the_locks_decisions():
     assert decide(held, me, False, NOW + 1, host="laptop", alive=lambda pid: True)[0] == "refuse"
     assert decide(held, me, False, NOW + 1, host="other", alive=lambda pid: False)[0] == "refuse"
     assert describe({"identity": "x@y:1"}) == "x@y:1"
+
+
+def test_a_plan_made_without_a_render_says_what_it_knows_and_no_more():
+    """upgrade.yml plans a real rollout from the values and the chart versions only (the upgrade
+    reports what it changed): no restart is guessed, and the summary does not claim one."""
+    unrendered = {"changed": True, "previous_revision": 3, "revision": 3,
+                  "changes": {"chart": None, "image_tag": None, "values": ["resources.requests.memory"],
+                              "objects": None, "restarts": None, "rendered": False}}
+    assert describe_change(unrendered) == "values resources.requests.memory"
+    assert change_columns(unrendered) == {"chart": "-", "image": "-", "values": "resources.requests.memory",
+                                          "pods": "not rendered"}
+    # deploy.yml's guard never sees such a plan (it renders), but if it did, it would count it as a restart
+    assert [r["region"] for r in restarting_regions([unrendered], ["x"])] == ["x"]
