@@ -21,7 +21,7 @@ help:
 	@echo "make test                 install what is needed and run every test (what CI runs)"
 	@echo "make test-unit            the tests that need no cluster (lint, then pytest -m 'not multi and not single and not kind')"
 	@echo "make test-lab             the tests that need the lab (pytest -m 'multi or single'; starts the lab it needs)"
-	@echo "make test-kind            molecule test -s kind and the real-node tests (kind clusters built here; not in make test yet)"
+	@echo "make test-kind            molecule test -s kind and the real-node tests alone (kind clusters built here; make test runs them last)"
 	@echo "make lab-up [REGIONS=N] [TOPOLOGY=multi|single]   start the lab"
 	@echo "make lab-status | lab-down"
 	@echo "make lint | build"
@@ -69,8 +69,7 @@ test: venv tools
 	bash tests/run-all.sh
 
 # Real nodes (docs/kind.md): the kind tools and images (cached), `molecule test -s kind`, then the
-# real-node tests on the same clusters (tests/run-kind.sh). Not yet part of make test (see
-# tests/run-all.sh).
+# real-node tests on the same clusters (tests/run-kind.sh): the last step of make test, or alone.
 test-kind: venv tools
 	bash tests/run-kind.sh
 

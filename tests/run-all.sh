@@ -10,7 +10,8 @@ ansible-galaxy collection build --force --output-path build/ >/dev/null
 echo "== molecule (default scenario: 3 lab regions)"
 molecule test -s default
 echo "== pytest (brings the lab up and down itself)"
-# The real-node tests (tests/kind, marker kind) and `molecule test -s kind` are `make test-kind`,
-# not yet part of make test: a cold make test with them has not been measured inside CI's 90
-# minutes (docs/kind.md).
-exec python -m pytest tests -m "not kind" "$@"
+python -m pytest tests -m "not kind" "$@"
+# Real nodes last (docs/kind.md): the kind tools and images (cached by version), `molecule test -s
+# kind` on three kind clusters, the real-node tests on the same clusters, then their destroy.
+echo "== kind (tests/run-kind.sh)"
+exec bash tests/run-kind.sh "$@"
