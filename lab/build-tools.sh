@@ -16,11 +16,11 @@ mkdir -p "$cache"
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 
-# What each cold build took on this project's machine (2 cores, empty Go caches, 2026-12-01),
-# printed when a build starts so that a newcomer knows how long to wait. The go tool's own output
-# goes to $cache/logs/<tool>.log, not to the terminal.
-declare -A TOOK=([etcd]="51 s" [helm]="72 s" [kubernetes]="4 min 39 s" [kwok]="69 s"
-                 [istio]="6 min" [prometheus]="3 min 18 s"
+# What each cold build took on this project's machine (2 cores, empty Go caches, in this order:
+# the lab's tools 2026-12-02 on a quiet machine, kind's 2026-12-01), printed when a build starts so
+# that a newcomer knows how long to wait. The go tool's own output goes to $cache/logs/<tool>.log.
+declare -A TOOK=([etcd]="37 s" [helm]="67 s" [kubernetes]="6 min 2 s" [kwok]="74 s"
+                 [istio]="3 min 45 s" [prometheus]="77 s"
                  [kind]="10 s" [containerd]="2 min 54 s" [kubenode]="1 min 40 s, after kubernetes"
                  [pause]="1 s")
 
