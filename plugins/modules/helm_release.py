@@ -75,7 +75,7 @@ options:
     description:
       - When the release would change, also return RV(rollback), whether the revision deployed now
         could be rolled back to once the upgrade has replaced it, and RV(changes) as far as the
-        values and the charts tell them without a render (with O(plan), rendered: every object).
+        values and the chart versions tell them without a render (with O(plan), every object).
     type: bool
     default: false
   binary_path:
