@@ -41,7 +41,7 @@ def change_parts(changes: dict | None) -> list[str]:
         parts.append("values " + ", ".join(changes["values"]))
     if changes.get("restarts"):
         parts.append("restarts " + ", ".join(changes["restarts"]))
-    elif changes.get("restarts") is None and changes.get("values") and changes.get("rendered", True):
+    elif changes.get("restarts") is None and changes.get("values") and changes.get("rendered") is not False:
         parts.append("restarts unknown")
     return parts
 

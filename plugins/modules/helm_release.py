@@ -354,8 +354,7 @@ def main():
                 # Not rendered (a real upgrade.yml plans without a render: the upgrade itself tells
                 # the objects it changed): the values and the chart versions are known, not the
                 # objects, nor the image of the pods.
-                meta = chart_metadata(params["chart_ref"]) if params["chart_ref"] else {}
-                local = "%s-%s" % (meta["name"], meta["version"]) if meta.get("name") else None
+                local = chart_of({"chart": {"metadata": chart_metadata(params["chart_ref"])}})
                 result["changes"].update(objects=None, restarts=None, image_tag=None, rendered=False,
                                          chart={"from": deployed, "to": local}
                                          if local and deployed != local else None)
