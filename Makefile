@@ -90,8 +90,11 @@ bench-deploy: venv lab-tools
 	python bench/bench.py deploy --regions $(REGIONS)
 	python bench/bench.py deploy-istio --regions $(REGIONS)
 
+# bench-upgrade: the same two ways.
 bench-upgrade: venv lab-tools
+	bash lab/build-tools.sh istio >/dev/null
 	python bench/bench.py upgrade --regions $(REGIONS)
+	python bench/bench.py upgrade --istio --regions $(REGIONS)
 
 # deploy.yml on 3, 7 and 14 regions (beyond seven, lab/fleet.yaml's), in one run.
 bench-fleet: venv lab-tools

@@ -8,9 +8,10 @@ one run on the lab and printed side by side. Not a test: the figures depend on t
     python bench/bench.py deploy-istio [--regions N]
         the production configuration (Istio on): the same, against the loop of istio-base,
         istiod, the east-west gateway, the Super-Node chart and istioctl's remote secrets
-    python bench/bench.py upgrade [--regions N]
+    python bench/bench.py upgrade [--regions N] [--istio]
         upgrade.yml (a tag rollout, then a values-only one) vs. a `helm upgrade --wait` loop
-        with no gates; gate overhead per region
+        with no gates; gate overhead per region. --istio: the production configuration, the
+        loop with the values deploy.yml gave the chart there
     python bench/bench.py fleet [--regions 3 7 14]
         deploy.yml, fresh and no-op, on labs of each size, against the 7-region one
 
@@ -110,8 +111,18 @@ def playbook(name: str, inv: Path, *args) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
-def region_values(tmp: Path, region: str, tag: str, memory: str | None = None) -> Path:
-    """The values deploy.yml gives the chart for a region (same chart, same values)."""
+def region_values(tmp: Path, region: str, tag: str, memory: str | None = None,
+                  base: dict | None = None) -> Path:
+    """The values deploy.yml gives the chart for a region (same chart, same values); base: the
+    values it gave, as helm get values read them (the image tag and memory set over them)."""
+    if base is not None:
+        values = json.loads(json.dumps(base[region]))
+        values.setdefault("image", {})["tag"] = tag
+        if memory:
+            values["resources"]["requests"]["memory"] = memory
+        path = tmp / f"values-{region}.json"
+        path.write_text(json.dumps(values))
+        return path
     local = yaml.safe_load((ROOT / "inventories/local/group_vars/super_nodes/workload.yml").read_text())
     values = {"global": {"environment": "lab", "regions": [region]}, "image": {"tag": tag},
               "replicasPerRegion": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 8}}
@@ -125,13 +136,14 @@ def region_values(tmp: Path, region: str, tag: str, memory: str | None = None) -
     return path
 
 
-def helm_loop(tmp: Path, tag: str, install: bool, memory: str | None = None) -> float:
+def helm_loop(tmp: Path, tag: str, install: bool, memory: str | None = None,
+              base: dict | None = None) -> float:
     started = time.monotonic()
     for region in REGIONS:
         ctx = f"icn-{region}"
         args = ["helm", "--kubeconfig", str(LAB / "kubeconfig"), "--kube-context", ctx,
                 "upgrade", f"icn-super-node-{region}", str(ROOT / "charts/super-node"),
-                "--namespace", NS, "--values", str(region_values(tmp, region, tag, memory)), "--wait",
+                "--namespace", NS, "--values", str(region_values(tmp, region, tag, memory, base)), "--wait",
                 "--timeout", "10m"]
         if install:
             args += ["--install", "--create-namespace"]
@@ -384,21 +396,26 @@ class RolloutClock:
         raise SystemExit(f"{region}: no complete rollout seen between the marks")
 
 
-def bench_upgrade(tmp: Path) -> list[str]:
+def bench_upgrade(tmp: Path, istio: bool = False) -> list[str]:
     """Two rollouts, each against the helm loop an operator would write, in one run on one lab:
-    a new image tag, then a values-only change (a memory request) under the same tag."""
+    a new image tag, then a values-only change (a memory request) under the same tag. istio: the
+    production configuration (the loop upgrades with the values deploy.yml gave the chart)."""
     fresh_lab()
     inv = inventory(tmp)
-    playbook("deploy.yml", inv)
+    extra = ("-e", "super_node_istio_enabled=true") if istio else ()
+    playbook("deploy.yml", inv, *extra)
+    base = ({r: helm_json(f"icn-{r}", "get", "values", f"icn-super-node-{r}", "-n", NS) for r in REGIONS}
+            if istio else None)
+    config = "Istio on" if istio else "Istio off"
     clock = RolloutClock()
     lines = []
     try:
         for name, ours_args, loop_args in [
-                ("tag v1.0.0 -> v1.1.0 (loop: -> v1.2.0)", (inv, "-e", "super_node_image_tag=v1.1.0"),
-                 dict(tag="v1.2.0")),
+                ("tag v1.0.0 -> v1.1.0 (loop: -> v1.2.0)", (inv, *extra, "-e", "super_node_image_tag=v1.1.0"),
+                 dict(tag="v1.2.0", base=base)),
                 ("values only: memory 128Mi -> 192Mi (loop: -> 256Mi)",
-                 (inventory(tmp, "192Mi"), "-e", "super_node_image_tag=v1.2.0"),
-                 dict(tag="v1.2.0", memory="256Mi"))]:
+                 (inventory(tmp, "192Mi"), *extra, "-e", "super_node_image_tag=v1.2.0"),
+                 dict(tag="v1.2.0", memory="256Mi", base=base))]:
             t0 = time.monotonic()
             ours, _ = playbook("upgrade.yml", *ours_args)
             t1 = time.monotonic()
@@ -411,7 +428,7 @@ def bench_upgrade(tmp: Path) -> list[str]:
             base_own = sum(clock.rollout_seconds(r, t2, t3 + 1) for r in REGIONS)
             lines += [
                 "",
-                f"| upgrade, {len(REGIONS)} regions, {name} | upgrade.yml | helm loop | ratio (target <= 1.2) |",
+                f"| upgrade, {len(REGIONS)} regions, {config}, {name} | upgrade.yml | helm loop | ratio (target <= 1.2) |",
                 "|---|---|---|---|",
                 row("wall time", ours, baseline),
                 row("StatefulSet rollouts' own time (sum)", own, base_own),
@@ -427,6 +444,7 @@ def bench_upgrade(tmp: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("which", choices=["deploy", "deploy-istio", "upgrade", "fleet"])
+    parser.add_argument("--istio", action="store_true", help="upgrade: with Istio on (production)")
     parser.add_argument("--regions", type=int, nargs="+", default=None,
                         help="deploy, deploy-istio, upgrade: the number of regions (default 7); "
                              "fleet: the sizes to compare (default 3 7 14)")
@@ -440,7 +458,7 @@ def main() -> int:
                 lines = bench_fleet(Path(tmp), counts)
             else:
                 lines = {"deploy": bench_deploy, "deploy-istio": bench_deploy_istio,
-                         "upgrade": bench_upgrade}[args.which](Path(tmp))
+                         "upgrade": lambda t: bench_upgrade(t, args.istio)}[args.which](Path(tmp))
         finally:
             if (LAB / "lab.json").exists():
                 lab("down")

@@ -11,7 +11,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import difflib
+import gzip
+import hashlib
 import json
 import os
 import re
@@ -50,7 +53,8 @@ class Helm:
         return proc
 
     def current(self, name, namespace):
-        """The deployed release: {revision, status, manifest, values}, or None."""
+        """The release's last revision: {revision, status, manifest, values, labels, chart}, or None.
+        helm status tells neither the release's labels nor its chart: both are None here."""
         proc = self.run(["status", name, "--namespace", namespace, "--output", "json"],
                         allow_fail=True)
         if proc.returncode != 0:
@@ -63,6 +67,8 @@ class Helm:
             "status": status["info"]["status"],
             "manifest": status.get("manifest", ""),
             "values": status.get("config") or {},
+            "labels": None,
+            "chart": None,
         }
 
     def history(self, name, namespace, max_entries=20):
@@ -79,8 +85,9 @@ class Helm:
         return path
 
     def upgrade(self, name, namespace, chart, values, dry_run=False, create_namespace=False,
-                history_max=10, wait_seconds=None):
-        """helm upgrade --install; returns the release JSON (manifest, config, version)."""
+                history_max=10, wait_seconds=None, labels=None):
+        """helm upgrade --install; returns the release JSON (manifest, config, version). labels:
+        release labels to set (Helm merges them over the last revision's)."""
         path = self._values_file(values)
         try:
             args = ["upgrade", name, chart, "--install", "--namespace", namespace,
@@ -92,6 +99,8 @@ class Helm:
                 args.append("--dry-run=server")
             if wait_seconds:
                 args += ["--wait", "--timeout", "%ds" % wait_seconds]
+            if labels:
+                args += ["--labels", ",".join("%s=%s" % kv for kv in sorted(labels.items()))]
             proc = self.run(args, timeout=(wait_seconds or 0) + self.timeout)
         finally:
             os.unlink(path)
@@ -115,6 +124,83 @@ class Helm:
         if wait_seconds:
             args += ["--wait", "--timeout", "%ds" % wait_seconds]
         self.run(args, timeout=(wait_seconds or 0) + self.timeout)
+
+
+# --------------------------------------------------------------------------- Helm's storage, read in-process
+
+# Labels Helm's Secret driver sets itself on a release's Secret; the others are the release's own.
+SYSTEM_LABELS = ("name", "owner", "status", "version", "createdAt", "modifiedAt")
+RELEASE_SECRET_TYPE = "helm.sh/release.v1"
+PARTIAL_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+
+
+def decode_release(data):
+    """A release as Helm's Secret driver stores it: the Secret's data.release is the API's base64
+    of Helm's base64 of the gzipped release JSON."""
+    raw = base64.b64decode(base64.b64decode(data))
+    if raw[:3] == b"\x1f\x8b\x08":
+        raw = gzip.decompress(raw)
+    return json.loads(raw)
+
+
+def stored_release(kube, name, namespace):
+    """The release's last revision, the one helm status shows, read from Helm's Secret storage in
+    two requests (the list carries only metadata) and no helm process: the shape of
+    Helm.current(), with the release's labels and its chart's metadata too. None when the release
+    has no revision."""
+    base = "/api/v1/namespaces/%s/secrets" % namespace
+    listing = kube.request("GET", base, "listing the revisions of Helm release %s" % name,
+                           query={"labelSelector": "owner=helm,name=%s" % name},
+                           accept=PARTIAL_METADATA_LIST)
+    revisions = [item["metadata"] for item in (listing or {}).get("items") or []
+                 if ((item.get("metadata") or {}).get("labels") or {}).get("version", "").isdigit()]
+    if not revisions:
+        return None
+    last = max(revisions, key=lambda meta: int(meta["labels"]["version"]))
+    secret = kube.get("%s/%s" % (base, last["name"]), "reading Helm release %s" % name)
+    if secret.get("type") != RELEASE_SECRET_TYPE or "release" not in (secret.get("data") or {}):
+        raise ValueError("Secret %s/%s is not a Helm release" % (namespace, last["name"]))
+    release = decode_release(secret["data"]["release"])
+    return {
+        "revision": release["version"],
+        "status": release["info"]["status"],
+        "manifest": release.get("manifest", ""),
+        "values": release.get("config") or {},
+        "labels": {k: v for k, v in (secret["metadata"].get("labels") or {}).items()
+                   if k not in SYSTEM_LABELS},
+        "chart": (release.get("chart") or {}).get("metadata"),
+    }
+
+
+# The release label that records what rendered a revision: "<revision>.<digest of the inputs>".
+INPUTS_LABEL = "icn.io/render-inputs"
+
+
+def render_inputs_digest(chart, name, namespace, values, caps, helm_binary):
+    """A digest of everything a render of the release depends on, apart from live objects (a chart
+    that calls lookup is never judged by it): every file of the chart directory, the release's
+    name, namespace and values, the cluster's version and APIs, and the helm binary itself."""
+    digest = hashlib.sha256()
+    stat = os.stat(helm_binary)
+    digest.update(json.dumps({"name": name, "namespace": namespace, "values": values,
+                              "kube": caps[0], "apis": caps[1],
+                              "helm": [os.path.realpath(helm_binary), stat.st_size, stat.st_mtime_ns]},
+                             sort_keys=True).encode())
+    for root, dirs, files in os.walk(chart, followlinks=True):
+        dirs.sort()
+        for fname in sorted(files):
+            path = os.path.join(root, fname)
+            digest.update(b"\0%s\0" % os.path.relpath(path, chart).encode())
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+    return digest.hexdigest()[:40]
+
+
+def inputs_label(revision, digest):
+    """The label's value for the revision those inputs rendered. The revision is in it because
+    Helm carries a release's labels over to the next revision: one another tool made from other
+    inputs must not look like ours."""
+    return "%d.%s" % (revision, digest)
 
 
 AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"

@@ -13,10 +13,15 @@ short_description: Install, upgrade or roll back one Helm release, changing noth
 description:
   - Renders the chart with a server-side dry run and compares the rendered objects and the user values with
     the deployed release. Only a real difference makes a new revision, so a second run reports no change.
-  - On a rerun with the same values it first renders the chart locally (C(helm template)) with the cluster's
-    version and APIs from its aggregated discovery (two requests); when that gives the deployed manifest
-    exactly, the release is unchanged without a server-side dry run. Any difference, a chart that calls
-    C(lookup), or a cluster without aggregated discovery falls back to the dry run.
+  - The release is read from Helm's Secret storage in-process (two requests, no helm process); with another
+    C(HELM_DRIVER), with C(helm status).
+  - Each revision it makes records a digest of what rendered it (every file of the chart, the values, the
+    release's name and namespace, the cluster's version and APIs, the helm binary) in the release label
+    C(icn.io/render-inputs). A rerun with the same inputs is unchanged without rendering anything.
+  - Otherwise, on a rerun with the same values it renders the chart locally (C(helm template)) with the
+    cluster's version and APIs from its aggregated discovery (two requests); when that gives the deployed
+    manifest exactly, the release is unchanged without a server-side dry run. Any difference, a chart that
+    calls C(lookup), or a cluster without aggregated discovery falls back to the dry run.
   - Unlike C(kubernetes.core.helm) without the helm-diff plugin, a changed template under an unchanged chart
     version is detected, and C(--check --diff) shows the object-by-object manifest diff and the values diff.
   - With O(rollback_to), rolls the release back to that revision instead.
@@ -133,6 +138,14 @@ chart:
   description: Chart name-version of the release rendered or installed (null when neither was needed).
   type: str
   returned: always
+decided_by:
+  description:
+    - What told whether the release changes. V(not installed); V(values) (they differ, nothing rendered);
+      V(recorded inputs) (the deployed revision was rendered from the same inputs, nothing rendered);
+      V(local render); V(server dry run).
+  type: str
+  returned: unless O(rollback_to) is set
+  sample: recorded inputs
 changes:
   description:
     - What the upgrade changes (all empty when the release is unchanged). V(objects), V(restarts)
@@ -159,7 +172,9 @@ rollback:
   sample: {revision: 3, apis_checked: true, problems: []}
 """
 
+import binascii
 import json
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -167,8 +182,9 @@ from ansible_collections.icn.super_node.plugins.module_utils.kube import (
     KUBE_ARGUMENT_SPEC, KubeClient, KubeError, resolve_target)
 
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
-    Helm, HelmError, chart_metadata, chart_uses_lookup, classify, cluster_capabilities,
-    manifest_diff, normalise_manifest, plan, rollback_problems, values_diff)
+    INPUTS_LABEL, Helm, HelmError, chart_metadata, chart_uses_lookup, classify, cluster_capabilities,
+    inputs_label, manifest_diff, normalise_manifest, plan, render_inputs_digest, rollback_problems,
+    stored_release, values_diff)
 
 
 def chart_of(release):
@@ -218,20 +234,18 @@ def unscaled_statefulsets(manifest):
     return names
 
 
-def start_at(module, release, namespace, replicas):
+def start_at(module, kube, release, namespace, replicas):
     """Raise each fresh StatefulSet of the release to `replicas` through its scale subresource."""
     scaled = []
     try:
-        with KubeClient(module.params["kubeconfig"], module.params["context"],
-                        grace=module.params["api_grace"]) as kube:
-            for name in unscaled_statefulsets(release.get("manifest")):
-                path = "/apis/apps/v1/namespaces/%s/statefulsets/%s/scale" % (namespace, name)
-                scale = kube.get(path, "reading the scale of StatefulSet %s" % name)
-                if scale["spec"].get("replicas", 0) < replicas:
-                    kube.request("PATCH", path, "scaling StatefulSet %s" % name,
-                                 body={"spec": {"replicas": replicas}},
-                                 content_type="application/merge-patch+json")
-                    scaled.append(name)
+        for name in unscaled_statefulsets(release.get("manifest")):
+            path = "/apis/apps/v1/namespaces/%s/statefulsets/%s/scale" % (namespace, name)
+            scale = kube().get(path, "reading the scale of StatefulSet %s" % name)
+            if scale["spec"].get("replicas", 0) < replicas:
+                kube().request("PATCH", path, "scaling StatefulSet %s" % name,
+                               body={"spec": {"replicas": replicas}},
+                               content_type="application/merge-patch+json")
+                scaled.append(name)
     except KubeError as err:
         module.fail_json(msg="release %s is installed, but %s" % (release.get("name"), err),
                          previous_revision=None, revision=release.get("version"))
@@ -252,15 +266,40 @@ class Lazy:
             self._value, self._done = self._compute(), True
         return self._value
 
+    @property
+    def done(self):
+        return self._done
 
-def capabilities(module):
+
+def capabilities(kube):
     """The cluster's (version, API versions), or None where they cannot be read cheaply."""
     try:
-        with KubeClient(module.params["kubeconfig"], module.params["context"],
-                        grace=module.params["api_grace"]) as kube:
-            return cluster_capabilities(kube)
+        return cluster_capabilities(kube())
     except (KubeError, KeyError, ValueError):
         return None
+
+
+def read_current(module, helm, kube):
+    """The release's last revision (Helm.current's shape): from Helm's Secret storage in-process,
+    or with helm status where Helm stores releases elsewhere (HELM_DRIVER) or a Secret cannot be
+    decoded."""
+    name, namespace = module.params["name"], module.params["namespace"]
+    if os.environ.get("HELM_DRIVER", "") in ("", "secret", "secrets"):
+        try:
+            return stored_release(kube(), name, namespace)
+        except (ValueError, KeyError, TypeError, binascii.Error, OSError):
+            pass  # not what Helm 3's Secret driver writes: let helm read it
+    return helm.current(name, namespace)
+
+
+def inputs_digest(module, values, caps):
+    """The digest of the release's render inputs, or None when they cannot tell: the chart calls
+    lookup, or the cluster's APIs could not be read."""
+    params = module.params
+    if chart_uses_lookup(params["chart_ref"]) or caps() is None:
+        return None
+    return render_inputs_digest(params["chart_ref"], params["name"], params["namespace"], values,
+                                caps(), params["binary_path"])
 
 
 def local_render(module, helm, caps):
@@ -278,25 +317,34 @@ def local_render(module, helm, caps):
         return None
 
 
-def desired_release(module, helm, current, values, caps):
-    """The release an upgrade would make: {config, and the manifest and chart when rendered}.
+def desired_release(module, helm, current, values, caps, digest):
+    """The release an upgrade would make, {config, and the manifest and chart when known}, and
+    what told it (RV(decided_by)).
 
-    A rerun with the same values is unchanged when the local render gives exactly the deployed
-    manifest; any other difference is confirmed by a server-side dry run, so a change is never
-    reported that Helm would not make. New values change the release whatever the chart renders:
-    they are rendered only to plan (O(plan), --diff), locally where that is faithful."""
+    A rerun with the same values is unchanged when the deployed revision records the same render
+    inputs, or when the local render gives exactly the deployed manifest; any other difference is
+    confirmed by a server-side dry run, so a change is never reported that Helm would not make.
+    New values change the release whatever the chart renders: they are rendered only to plan
+    (O(plan), --diff), locally where that is faithful."""
     params = module.params
+    if current is None and not (params["plan"] or module._diff):
+        return {"config": values}, "not installed"
     same_values = current is not None and current["values"] == values
     if not (same_values or params["plan"] or module._diff):
-        return {"config": values}
+        return {"config": values}, "values"
+    if (same_values and current["status"] == "deployed" and current.get("chart") and digest()
+            and (current.get("labels") or {}).get(INPUTS_LABEL) == inputs_label(current["revision"], digest())):
+        # Rendered from these very inputs: a render now would give the deployed manifest again.
+        return {"config": values, "manifest": current["manifest"],
+                "chart": {"metadata": current["chart"]}}, "recorded inputs"
     rendered = local_render(module, helm, caps)
     if rendered is not None and (not same_values or (
             current["status"] == "deployed"
             and normalise_manifest(rendered) == normalise_manifest(current["manifest"]))):
         return {"config": values, "manifest": rendered,
-                "chart": {"metadata": chart_metadata(params["chart_ref"])}}
+                "chart": {"metadata": chart_metadata(params["chart_ref"])}}, "local render"
     return helm.upgrade(params["name"], params["namespace"], params["chart_ref"], params["values"],
-                        dry_run=True, history_max=params["history_max"])
+                        dry_run=True, history_max=params["history_max"]), "server dry run"
 
 
 def main():
@@ -325,18 +373,22 @@ def main():
     binary = module.get_bin_path(params["binary_path"], required=True)
     # K8S_AUTH_KUBECONFIG/K8S_AUTH_CONTEXT as kubernetes.core reads them, for helm as for our client.
     params["kubeconfig"], params["context"] = resolve_target(params["kubeconfig"], params["context"])
+    params["binary_path"] = binary
     helm = Helm(binary, params["kubeconfig"], params["context"], params["timeout"])
     name, namespace = params["name"], params["namespace"]
     current = None
+    # One API client for the module's reads (the release, the cluster's APIs, a new StatefulSet's scale).
+    kube = Lazy(lambda: KubeClient(params["kubeconfig"], params["context"], grace=params["api_grace"]))
     try:
-        current = helm.current(name, namespace)
+        current = read_current(module, helm, kube)
         if params["rollback_to"]:
             rollback(module, helm, current)
         values = json.loads(json.dumps(params["values"]))  # as Helm stores them
-        caps = Lazy(lambda: capabilities(module))
-        desired = desired_release(module, helm, current, values, caps)
+        caps = Lazy(lambda: capabilities(kube))
+        digest = Lazy(lambda: inputs_digest(module, values, caps))
+        desired, decided_by = desired_release(module, helm, current, values, caps, digest)
         changed, reasons = plan(current, desired)
-        result = dict(changed=changed, reasons=reasons,
+        result = dict(changed=changed, reasons=reasons, decided_by=decided_by,
                       previous_revision=current["revision"] if current else None,
                       revision=current["revision"] if current else None,
                       chart=chart_of(desired),
@@ -372,12 +424,21 @@ def main():
                                           desired.get("config"), name)),
             ]
         if changed and not module.check_mode:
-            # The deployed revision's chart (helm status does not tell it), for the changes below.
-            prior = (helm.history(name, namespace, max_entries=1) or [{}])[-1].get("chart") if current else None
+            # The deployed revision's chart (helm status does not tell it, Helm's Secret does), for
+            # the changes below.
+            prior = None
+            if current and current.get("chart"):
+                prior = chart_of({"chart": {"metadata": current["chart"]}})
+            elif current:
+                prior = (helm.history(name, namespace, max_entries=1) or [{}])[-1].get("chart")
+            # The new revision records what rendered it, for the next run (Helm numbers it after
+            # the last one).
+            labels = ({INPUTS_LABEL: inputs_label((current["revision"] if current else 0) + 1, digest())}
+                      if digest() else None)
             release = helm.upgrade(name, namespace, params["chart_ref"], params["values"],
                                    create_namespace=params["create_namespace"],
                                    history_max=params["history_max"],
-                                   wait_seconds=params["wait_timeout"])
+                                   wait_seconds=params["wait_timeout"], labels=labels)
             result["revision"] = release["version"]
             result["chart"] = chart_of(release)
             if current is not None:
@@ -386,11 +447,14 @@ def main():
                 result["changes"] = classify(current, {"config": values, "manifest": release.get("manifest", "")},
                                              prior, result["chart"])
             if current is None and params["initial_replicas"]:
-                result["scaled"] = start_at(module, release, namespace, params["initial_replicas"])
-    except HelmError as err:
+                result["scaled"] = start_at(module, kube, release, namespace, params["initial_replicas"])
+    except (HelmError, KubeError) as err:
         # The revision the release had before, so a caller can roll back to it.
         module.fail_json(msg="%s (release %s, context %s)" % (err, name, params["context"]),
                          previous_revision=current["revision"] if current else None)
+    finally:
+        if kube.done and kube() is not None:
+            kube().close()
     module.exit_json(**result)
 
 

@@ -2,13 +2,18 @@
 a cluster: the manifest split object by object, its normal form, the diff, and the plan."""
 from __future__ import annotations
 
+import base64
+import gzip
+import json
+import shutil
 import sys
 
 from labkit import ROOT
 
 sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (  # noqa: E402
-    manifest_diff, normalise_manifest, plan, split_manifest, values_diff)
+    decode_release, inputs_label, manifest_diff, normalise_manifest, plan, render_inputs_digest,
+    split_manifest, values_diff)
 
 SERVICE = "# Source: super-node/templates/service.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: a"
 SERVICE_B = "# Source: super-node/templates/service.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: b"
@@ -66,3 +71,42 @@ def test_plan_names_every_reason():
     assert plan(release(), {"config": {"a": 2}}) == (True, ["values differ"])
     assert plan(release(status="failed"), {"manifest": "", "config": {}}) == (
         True, ["release status is failed", "rendered objects differ", "values differ"])
+
+
+def test_decode_release_reads_what_helms_secret_driver_writes():
+    release_json = {"name": "r", "version": 4, "info": {"status": "deployed"}, "config": {"a": 1}}
+    helm_encoded = base64.b64encode(gzip.compress(json.dumps(release_json).encode()))
+    assert decode_release(base64.b64encode(helm_encoded).decode()) == release_json
+    # An older Helm wrote it without gzip.
+    plain = base64.b64encode(json.dumps(release_json).encode())
+    assert decode_release(base64.b64encode(plain).decode()) == release_json
+
+
+def test_the_render_inputs_digest_changes_with_every_input_and_only_with_them(tmp_path):
+    chart = tmp_path / "chart"
+    shutil.copytree(ROOT / "charts/super-node", chart)
+    helm = shutil.which("python3") or sys.executable  # any file stands in for the helm binary
+    caps = ("v1.36.3", ["apps/v1", "v1"])
+
+    def digest(values=None, caps=caps, name="r", namespace="icn"):
+        return render_inputs_digest(str(chart), name, namespace, values or {"a": 1, "b": [1, 2]}, caps, helm)
+
+    base = digest()
+    assert len(base) == 40 and base == digest()
+    assert digest({"b": [1, 2], "a": 1}) == base  # the values' key order is not an input
+    assert digest({"a": 2, "b": [1, 2]}) != base
+    assert digest(name="s") != base and digest(namespace="other") != base
+    assert digest(caps=("v1.36.4", caps[1])) != base
+    assert digest(caps=(caps[0], caps[1] + ["networking.istio.io/v1"])) != base
+    template = chart / "templates/configmap.yaml"
+    template.write_text(template.read_text() + "\n")
+    assert digest() != base
+    (chart / "templates/new.yaml").write_text("")
+    edited = digest()
+    (chart / "templates/new.yaml").unlink()
+    assert digest() != edited
+
+
+def test_the_inputs_label_is_a_valid_label_value_that_names_its_revision():
+    value = inputs_label(123, "0123456789abcdef0123456789abcdef01234567")
+    assert value.startswith("123.") and len(value) <= 63
