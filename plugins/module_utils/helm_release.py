@@ -143,13 +143,12 @@ def decode_release(data):
     return json.loads(raw)
 
 
-def stored_release(kube, name, namespace):
-    """The release's last revision, the one helm status shows, read from Helm's Secret storage in
-    two requests (the list carries only metadata) and no helm process: the shape of
-    Helm.current(), with the release's labels and its chart's metadata too. None when the release
-    has no revision."""
-    base = "/api/v1/namespaces/%s/secrets" % namespace
-    listing = kube.request("GET", base, "listing the revisions of Helm release %s" % name,
+def stored_head(kube, name, namespace):
+    """The release's last revision, the one helm status shows, as Helm's Secret storage labels it:
+    {revision, status, labels (the release's own), secret}, from one list of metadata only (no
+    release is decoded, no helm process). None when the release has no revision."""
+    listing = kube.request("GET", "/api/v1/namespaces/%s/secrets" % namespace,
+                           "listing the revisions of Helm release %s" % name,
                            query={"labelSelector": "owner=helm,name=%s" % name},
                            accept=PARTIAL_METADATA_LIST)
     revisions = [item["metadata"] for item in (listing or {}).get("items") or []
@@ -157,9 +156,18 @@ def stored_release(kube, name, namespace):
     if not revisions:
         return None
     last = max(revisions, key=lambda meta: int(meta["labels"]["version"]))
-    secret = kube.get("%s/%s" % (base, last["name"]), "reading Helm release %s" % name)
+    return {"revision": int(last["labels"]["version"]), "status": last["labels"].get("status"),
+            "labels": {k: v for k, v in last["labels"].items() if k not in SYSTEM_LABELS},
+            "secret": last["name"]}
+
+
+def stored_release(kube, namespace, head):
+    """The revision stored_head() found, decoded: the shape of Helm.current(), with the release's
+    labels and its chart's metadata too."""
+    secret = kube.get("/api/v1/namespaces/%s/secrets/%s" % (namespace, head["secret"]),
+                      "reading Helm release revision %s" % head["secret"])
     if secret.get("type") != RELEASE_SECRET_TYPE or "release" not in (secret.get("data") or {}):
-        raise ValueError("Secret %s/%s is not a Helm release" % (namespace, last["name"]))
+        raise ValueError("Secret %s/%s is not a Helm release" % (namespace, head["secret"]))
     release = decode_release(secret["data"]["release"])
     return {
         "revision": release["version"],
@@ -179,7 +187,8 @@ INPUTS_LABEL = "icn.io/render-inputs"
 def render_inputs_digest(chart, name, namespace, values, caps, helm_binary):
     """A digest of everything a render of the release depends on, apart from live objects (a chart
     that calls lookup is never judged by it): every file of the chart directory, the release's
-    name, namespace and values, the cluster's version and APIs, and the helm binary itself."""
+    name, namespace and values, the cluster's version and APIs, and the helm binary itself. The
+    values are in it: a revision that records the same digest has the same values."""
     digest = hashlib.sha256()
     stat = os.stat(helm_binary)
     digest.update(json.dumps({"name": name, "namespace": namespace, "values": values,

@@ -184,7 +184,7 @@ from ansible_collections.icn.super_node.plugins.module_utils.kube import (
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
     INPUTS_LABEL, Helm, HelmError, chart_metadata, chart_uses_lookup, classify, cluster_capabilities,
     inputs_label, manifest_diff, normalise_manifest, plan, render_inputs_digest, rollback_problems,
-    stored_release, values_diff)
+    stored_head, stored_release, values_diff)
 
 
 def chart_of(release):
@@ -279,17 +279,48 @@ def capabilities(kube):
         return None
 
 
-def read_current(module, helm, kube):
-    """The release's last revision (Helm.current's shape): from Helm's Secret storage in-process,
-    or with helm status where Helm stores releases elsewhere (HELM_DRIVER) or a Secret cannot be
-    decoded."""
-    name, namespace = module.params["name"], module.params["namespace"]
-    if os.environ.get("HELM_DRIVER", "") in ("", "secret", "secrets"):
+def read_head(module, kube):
+    """The last revision's labels from Helm's Secret storage (stored_head), None when there is no
+    revision, False where Helm stores releases elsewhere (HELM_DRIVER)."""
+    if os.environ.get("HELM_DRIVER", "") not in ("", "secret", "secrets"):
+        return False
+    return stored_head(kube(), module.params["name"], module.params["namespace"])
+
+
+def read_current(module, helm, kube, head):
+    """The release's last revision (Helm.current's shape): decoded in-process from the Secret
+    read_head found, or with helm status where Helm stores releases elsewhere or the Secret cannot
+    be decoded."""
+    if head is None:
+        return None
+    if head is not False:
         try:
-            return stored_release(kube(), name, namespace)
+            return stored_release(kube(), module.params["namespace"], head)
         except (ValueError, KeyError, TypeError, binascii.Error, OSError):
             pass  # not what Helm 3's Secret driver writes: let helm read it
-    return helm.current(name, namespace)
+    return helm.current(module.params["name"], module.params["namespace"])
+
+
+def rendered_from_these_inputs(head, digest):
+    """Whether the last revision is deployed and records the inputs at hand (values included), so
+    that a render now would give its manifest again: the release is unchanged, with nothing
+    rendered and no release decoded."""
+    return bool(head and head["status"] == "deployed" and digest()
+                and head["labels"].get(INPUTS_LABEL) == inputs_label(head["revision"], digest()))
+
+
+def exit_unchanged(module, head):
+    """The result of a release that the recorded inputs tell unchanged."""
+    params = module.params
+    revision = head["revision"]
+    result = dict(changed=False, reasons=[], decided_by="recorded inputs", action="unchanged",
+                  previous_revision=revision, revision=revision,
+                  chart=chart_of({"chart": {"metadata": chart_metadata(params["chart_ref"])}}))
+    if params["plan"] or params["check_rollback"]:
+        result["changes"] = dict(NO_CHANGES)
+    if params["check_rollback"]:  # only a release that changes is checked
+        result["rollback"] = dict(revision=revision, apis_checked=False, problems=[])
+    module.exit_json(**result)
 
 
 def inputs_digest(module, values, caps):
@@ -321,8 +352,9 @@ def desired_release(module, helm, current, values, caps, digest):
     """The release an upgrade would make, {config, and the manifest and chart when known}, and
     what told it (RV(decided_by)).
 
-    A rerun with the same values is unchanged when the deployed revision records the same render
-    inputs, or when the local render gives exactly the deployed manifest; any other difference is
+    (A revision that records the same render inputs never gets here: main() tells it unchanged.)
+    A rerun with the same values is unchanged when the local render gives exactly the deployed
+    manifest; any other difference is
     confirmed by a server-side dry run, so a change is never reported that Helm would not make.
     New values change the release whatever the chart renders: they are rendered only to plan
     (O(plan), --diff), locally where that is faithful."""
@@ -332,11 +364,6 @@ def desired_release(module, helm, current, values, caps, digest):
     same_values = current is not None and current["values"] == values
     if not (same_values or params["plan"] or module._diff):
         return {"config": values}, "values"
-    if (same_values and current["status"] == "deployed" and current.get("chart") and digest()
-            and (current.get("labels") or {}).get(INPUTS_LABEL) == inputs_label(current["revision"], digest())):
-        # Rendered from these very inputs: a render now would give the deployed manifest again.
-        return {"config": values, "manifest": current["manifest"],
-                "chart": {"metadata": current["chart"]}}, "recorded inputs"
     rendered = local_render(module, helm, caps)
     if rendered is not None and (not same_values or (
             current["status"] == "deployed"
@@ -380,12 +407,15 @@ def main():
     # One API client for the module's reads (the release, the cluster's APIs, a new StatefulSet's scale).
     kube = Lazy(lambda: KubeClient(params["kubeconfig"], params["context"], grace=params["api_grace"]))
     try:
-        current = read_current(module, helm, kube)
+        head = read_head(module, kube)
         if params["rollback_to"]:
-            rollback(module, helm, current)
+            rollback(module, helm, read_current(module, helm, kube, head))
         values = json.loads(json.dumps(params["values"]))  # as Helm stores them
         caps = Lazy(lambda: capabilities(kube))
         digest = Lazy(lambda: inputs_digest(module, values, caps))
+        if rendered_from_these_inputs(head, digest):
+            exit_unchanged(module, head)
+        current = read_current(module, helm, kube, head)
         desired, decided_by = desired_release(module, helm, current, values, caps, digest)
         changed, reasons = plan(current, desired)
         result = dict(changed=changed, reasons=reasons, decided_by=decided_by,
