@@ -187,21 +187,27 @@ INPUTS_LABEL = "icn.io/render-inputs"
 def render_inputs_digest(chart, name, namespace, values, caps, helm_binary):
     """A digest of everything a render of the release depends on, apart from live objects (a chart
     that calls lookup is never judged by it): every file of the chart directory, the release's
-    name, namespace and values, the cluster's version and APIs, and the helm binary itself. The
-    values are in it: a revision that records the same digest has the same values."""
+    name, namespace and values, the cluster's version, the helm binary itself, and the cluster's
+    APIs when a file of the chart names .Capabilities (templates reach the APIs only through it:
+    Istio's charts do not, and a chart that installs CRDs would otherwise never match the revision
+    it made, whose render saw the APIs before its CRDs). The values are in it: a revision that
+    records the same digest has the same values."""
     digest = hashlib.sha256()
-    stat = os.stat(helm_binary)
-    digest.update(json.dumps({"name": name, "namespace": namespace, "values": values,
-                              "kube": caps[0], "apis": caps[1],
-                              "helm": [os.path.realpath(helm_binary), stat.st_size, stat.st_mtime_ns]},
-                             sort_keys=True).encode())
+    reads_capabilities = False
     for root, dirs, files in os.walk(chart, followlinks=True):
         dirs.sort()
         for fname in sorted(files):
             path = os.path.join(root, fname)
-            digest.update(b"\0%s\0" % os.path.relpath(path, chart).encode())
             with open(path, "rb") as handle:
-                digest.update(handle.read())
+                content = handle.read()
+            reads_capabilities = reads_capabilities or b"Capabilities" in content
+            digest.update(b"\0%s\0" % os.path.relpath(path, chart).encode())
+            digest.update(content)
+    stat = os.stat(helm_binary)
+    digest.update(json.dumps({"name": name, "namespace": namespace, "values": values,
+                              "kube": caps[0], "apis": caps[1] if reads_capabilities else None,
+                              "helm": [os.path.realpath(helm_binary), stat.st_size, stat.st_mtime_ns]},
+                             sort_keys=True).encode())
     return digest.hexdigest()[:40]
 
 
