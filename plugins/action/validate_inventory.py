@@ -15,6 +15,9 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.icn.super_node.plugins.module_utils.inventory_validation import (
     CatalogueError, Rules, staking_key_state, validate)
+# Imported in the playbook's process (the first task of a play that reaches a cluster), it imports
+# the collection's modules there once for all the workers forked after it.
+from ansible_collections.icn.super_node.plugins.plugin_utils import in_worker  # noqa: F401 pylint: disable=unused-import
 
 # result key -> the inventory variable it is read from
 FIELDS = {

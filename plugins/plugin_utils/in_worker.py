@@ -33,6 +33,7 @@ import contextlib
 import importlib
 import io
 import json
+import multiprocessing
 import os
 
 from ansible.module_utils import basic
@@ -45,6 +46,40 @@ display = Display()
 
 # The profile of modules that declare no metadata (every module here).
 PROFILE = "legacy"
+
+# This collection's modules, whose main() runs in the worker.
+MODULES_PACKAGE = "ansible_collections.icn.super_node.plugins.modules"
+
+
+def preload_modules() -> list:
+    """Import every module of the collection, and so what they import (urllib3, ssl, the API
+    client), in the process that runs the playbook, so that each worker forked after it starts with
+    them imported. Imported in each worker, they cost 0.15 s to 0.4 s per worker and task with seven
+    regions on two cores: several seconds of a run that changes nothing. In a worker (forked
+    from that process) nothing is done. A module that cannot be imported here is left to fail in
+    its own task, with its own message. The names imported are returned."""
+    if multiprocessing.parent_process() is not None:
+        return []
+    loaded = []
+    try:
+        package = importlib.import_module(MODULES_PACKAGE)
+    except ImportError:
+        return loaded
+    for directory in getattr(package, "__path__", []):
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".py") and not name.startswith("_"):
+                try:
+                    importlib.import_module("%s.%s" % (MODULES_PACKAGE, name[:-3]))
+                except Exception:  # pylint: disable=broad-except
+                    continue
+                loaded.append(name[:-3])
+    return loaded
+
+
+# The strategy imports an action's class in the playbook's process before it forks a task's
+# workers: the actions of this collection that have their own name (validate_inventory, the first
+# task of every play that reaches a cluster; rollout_lock) import this module there.
+PRELOADED = preload_modules()
 
 
 @contextlib.contextmanager
