@@ -67,7 +67,21 @@ def istio_remote_secrets(remotes, namespace):
     } for remote in remotes]
 
 
+def istio_reader_token_ready(found, account):
+    """Whether a k8s_info result holds the reader's token Secret as the token controller fills it
+    in: annotated with the ServiceAccount, with a token and the cluster's CA."""
+    resources = (found or {}).get("resources") or []
+    if not resources:
+        return False
+    secret = resources[0]
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    data = secret.get("data") or {}
+    return (annotations.get("kubernetes.io/service-account.name") == account
+            and bool(data.get("token")) and bool(data.get("ca.crt")))
+
+
 class FilterModule(object):
     def filters(self):
         return {"istio_remote_kubeconfig": istio_remote_kubeconfig,
-                "istio_remote_secrets": istio_remote_secrets}
+                "istio_remote_secrets": istio_remote_secrets,
+                "istio_reader_token_ready": istio_reader_token_ready}

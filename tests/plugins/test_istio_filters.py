@@ -15,7 +15,7 @@ from playbook import ansible_env
 
 sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.icn.super_node.plugins.filter.istio import (  # noqa: E402
-    istio_remote_kubeconfig, istio_remote_secrets)
+    istio_reader_token_ready, istio_remote_kubeconfig, istio_remote_secrets)
 
 OLD_KUBECONFIG = """{{ {'apiVersion': 'v1', 'kind': 'Config',
     'clusters': [{'name': _istio_cluster_name,
@@ -92,3 +92,17 @@ def test_the_filters_in_python():
     assert secret["metadata"]["name"] == "istio-remote-secret-apac"
     assert base64.b64decode(secret["data"]["apac"]).decode() == text
     assert istio_remote_secrets([], "istio-system") == []
+
+
+def test_the_reader_token_is_ready_only_once_the_token_controller_filled_it_for_the_reader():
+    def found(annotations=None, data=None):
+        return {"resources": [{"metadata": {"annotations": annotations or {}}, "data": data or {}}]}
+
+    reader = {"kubernetes.io/service-account.name": "istio-reader-service-account"}
+    filled = {"token": "dG9r", "ca.crt": "Y2E="}
+    assert istio_reader_token_ready(found(reader, filled), "istio-reader-service-account")
+    assert not istio_reader_token_ready({"resources": []}, "istio-reader-service-account")
+    assert not istio_reader_token_ready({}, "istio-reader-service-account")
+    assert not istio_reader_token_ready(found(reader, {"ca.crt": "Y2E="}), "istio-reader-service-account")
+    assert not istio_reader_token_ready(found({}, filled), "istio-reader-service-account")
+    assert not istio_reader_token_ready(found(reader, filled), "another-account")
