@@ -245,9 +245,8 @@ def cluster_capabilities(kube):
 
 def chart_metadata(chart):
     """A chart directory's Chart.yaml, as Helm's release JSON holds it under chart.metadata."""
-    import yaml  # ships with ansible-core
     with open(os.path.join(chart, "Chart.yaml")) as handle:
-        return yaml.safe_load(handle) or {}
+        return load_yaml(handle) or {}
 
 
 def chart_uses_lookup(chart):

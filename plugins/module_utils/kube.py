@@ -56,6 +56,11 @@ def load_yaml(stream):
     return yaml.load(stream, Loader=_SAFE_LOADER)  # nosec B506: a safe loader
 
 
+def load_yaml_all(stream):
+    """yaml.safe_load_all, through libyaml when available."""
+    return yaml.load_all(stream, Loader=_SAFE_LOADER)  # nosec B506: a safe loader
+
+
 # Seconds an idempotent request may keep failing before the task fails (rollout_api_grace).
 DEFAULT_GRACE = 30.0
 

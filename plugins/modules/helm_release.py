@@ -179,7 +179,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.icn.super_node.plugins.module_utils.kube import (
-    KUBE_ARGUMENT_SPEC, KubeClient, KubeError, resolve_target)
+    KUBE_ARGUMENT_SPEC, KubeClient, KubeError, load_yaml_all, resolve_target)
 
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
     INPUTS_LABEL, Helm, HelmError, chart_metadata, chart_uses_lookup, classify, cluster_capabilities,
@@ -225,9 +225,8 @@ def rollback(module, helm, current):
 
 def unscaled_statefulsets(manifest):
     """Names of the manifest's StatefulSets that have no spec.replicas."""
-    import yaml  # ships with ansible-core
     names = []
-    for doc in yaml.safe_load_all(manifest or ""):
+    for doc in load_yaml_all(manifest or ""):
         if (isinstance(doc, dict) and doc.get("kind") == "StatefulSet"
                 and "replicas" not in (doc.get("spec") or {})):
             names.append(doc["metadata"]["name"])
