@@ -193,6 +193,11 @@ def chart_of(release):
     return "%s-%s" % (meta["name"], meta["version"]) if meta.get("name") else None
 
 
+def local_chart(params):
+    """name-version of the chart directory being deployed (chart_ref), from its Chart.yaml."""
+    return chart_of({"chart": {"metadata": chart_metadata(params["chart_ref"])}})
+
+
 def rollback(module, helm, current):
     params = module.params
     if current is None:
@@ -314,7 +319,7 @@ def exit_unchanged(module, head):
     revision = head["revision"]
     result = dict(changed=False, reasons=[], decided_by="recorded inputs", action="unchanged",
                   previous_revision=revision, revision=revision,
-                  chart=chart_of({"chart": {"metadata": chart_metadata(params["chart_ref"])}}))
+                  chart=local_chart(params))
     if params["plan"] or params["check_rollback"]:
         result["changes"] = dict(NO_CHANGES)
     if params["check_rollback"]:  # only a release that changes is checked
@@ -435,7 +440,7 @@ def main():
                 # Not rendered (a real upgrade.yml plans without a render: the upgrade itself tells
                 # the objects it changed): the values and the chart versions are known, not the
                 # objects, nor the image of the pods.
-                local = chart_of({"chart": {"metadata": chart_metadata(params["chart_ref"])}})
+                local = local_chart(params)
                 result["changes"].update(objects=None, restarts=None, image_tag=None, rendered=False,
                                          chart={"from": deployed, "to": local}
                                          if local and deployed != local else None)
