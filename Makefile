@@ -22,7 +22,7 @@ help:
 	@echo "make test-unit            the tests that need no cluster (lint, then pytest -m 'not multi and not single and not kind')"
 	@echo "make test-lab             the tests that need the lab (pytest -m 'multi or single'; starts the lab it needs)"
 	@echo "make test-kind            molecule test -s kind and the real-node tests alone (kind clusters built here; make test runs them last)"
-	@echo "make lab-up [REGIONS=N] [TOPOLOGY=multi|single]   start the lab"
+	@echo "make lab-up [REGIONS=N] [TOPOLOGY=multi|single] [PROMETHEUS=0]   start the lab (with its Prometheus unless PROMETHEUS=0)"
 	@echo "make lab-status | lab-down"
 	@echo "make lint | build"
 
@@ -43,8 +43,10 @@ lab-tools:
 	bash lab/build-tools.sh kubernetes etcd kwok helm
 
 # lab/icnlab.py reads the region catalogue (charts/super-node/regions.yaml) with the venv's PyYAML.
+# PROMETHEUS=1 (the default): with the lab's Prometheus, exporter and prometheus-operator's CRDs.
+PROMETHEUS ?= 1
 lab-up: venv lab-tools
-	$(PYTHON) lab/icnlab.py up --regions $(REGIONS) --topology $(TOPOLOGY)
+	$(PYTHON) lab/icnlab.py up --regions $(REGIONS) --topology $(TOPOLOGY) $(if $(filter 1,$(PROMETHEUS)),--prometheus)
 	@$(PYTHON) lab/icnlab.py status
 
 lab-down:

@@ -20,7 +20,7 @@ log() { printf '[build-tools] %s\n' "$*" >&2; }
 # the lab's tools 2026-12-02 on a quiet machine, kind's 2026-12-01), printed when a build starts so
 # that a newcomer knows how long to wait. The go tool's own output goes to $cache/logs/<tool>.log.
 declare -A TOOK=([etcd]="37 s" [helm]="67 s" [kubernetes]="6 min 2 s" [kwok]="74 s"
-                 [istio]="3 min 45 s" [prometheus]="77 s"
+                 [istio]="3 min 45 s" [prometheus]="77 s, promtool alone" [promcrds]="2 s"
                  [kind]="10 s" [containerd]="2 min 54 s" [kubenode]="1 min 40 s, after kubernetes"
                  [pause]="1 s")
 
@@ -176,20 +176,44 @@ build_istio() {
   rm -rf "$m"; finish istio "$out"
 }
 
-# promtool only (the alert rules' checks and unit tests), not the Prometheus server. Go module v0.316.0 is
-# Prometheus v3.16.0 (v0.3XX.Y = v3.XX.Y). Tags as Prometheus' .promu.yml (netgo) plus remove_all_sd, which
-# drops the service-discovery plugins that rule checks never use. Cold: about 12 min on 2 busy cores (4 min CPU).
-cached_prometheus() { [ -x "$cache/prometheus-$PROMETHEUS_VERSION/bin/promtool" ]; }
+# promtool (the alert rules' checks and unit tests) and the Prometheus server (the lab's, started by
+# `icnlab.py up --prometheus`), from one module: v0.316.0 is Prometheus v3.16.0 (v0.3XX.Y = v3.XX.Y).
+# Tags as Prometheus' .promu.yml (netgo) plus remove_all_sd, which drops the service-discovery plugins:
+# the lab's Prometheus finds its targets in files (file_sd, which stays) and rule checks use none. No
+# builtinassets tag: the server's web UI is left out, its HTTP API is all the lab and the tests use.
+cached_prometheus() {
+  local out="$cache/prometheus-$PROMETHEUS_VERSION"
+  [ -x "$out/bin/promtool" ] && [ -x "$out/bin/prometheus" ]
+}
 build_prometheus() {
   local out="$cache/prometheus-$PROMETHEUS_VERSION"
-  log "building promtool $PROMETHEUS_VERSION"
+  log "building promtool and prometheus $PROMETHEUS_VERSION"
   local m="$out.tmp/src"; scratch_module "$m"
   local v=github.com/prometheus/common/version
   (cd "$m" && go get "github.com/prometheus/prometheus@v$PROMETHEUS_VERSION" >&2 &&
     go build -trimpath -tags "netgo remove_all_sd" \
       -ldflags "-s -w -X $v.Version=$PROMETHEUS_VERSION -X $v.Branch=HEAD -X $v.BuildUser=icn-lab" \
-      -o "$out.tmp/bin/promtool" github.com/prometheus/prometheus/cmd/promtool >&2)
+      -o "$out.tmp/bin/" github.com/prometheus/prometheus/cmd/promtool \
+      github.com/prometheus/prometheus/cmd/prometheus >&2)
   rm -rf "$m"; finish prometheus "$out"
+}
+
+# The CustomResourceDefinitions of prometheus-operator that the chart renders objects of (ServiceMonitor,
+# PrometheusRule, and PodMonitor beside them), from its Go module (example/prometheus-operator-crd): the
+# lab started with --prometheus installs them, as kube-prometheus-stack would. Nothing is built.
+cached_promcrds() { [ -f "$cache/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION/servicemonitors.yaml" ]; }
+build_promcrds() {
+  local out="$cache/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION" dir kind
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  dir=$(cd /tmp && go mod download -json \
+        "github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION" |
+        sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -n "$dir" ] || return 1
+  for kind in servicemonitors podmonitors prometheusrules; do
+    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$out.tmp/$kind.yaml"
+  done
+  chmod -R u+w "$out.tmp"
+  finish promcrds "$out"
 }
 
 # The kind clusters' tools (lab/kind, docs/kind.md): kind itself, and what goes into the node image
@@ -251,6 +275,7 @@ bin_etcd() { echo "ETCD_BIN=$cache/etcd-$ETCD_VERSION/bin"; }
 bin_kubernetes() { echo "KUBE_BIN=$cache/kubernetes-$K8S_VERSION/bin"; }
 bin_helm() { echo "HELM_BIN=$cache/helm-$HELM_VERSION/bin"; }
 bin_prometheus() { echo "PROMETHEUS_BIN=$cache/prometheus-$PROMETHEUS_VERSION/bin"; }
+bin_promcrds() { echo "PROMETHEUS_CRDS=$cache/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION"; }
 bin_istio() { echo "ISTIO_BIN=$cache/istio-$ISTIO_MODULE_VERSION/bin"; }
 bin_kind() { echo "KIND_BIN=$cache/kind-$KIND_VERSION/bin"; }
 bin_containerd() { echo "CONTAINERD_BIN=$cache/containerd-$CONTAINERD_VERSION/bin"; }

@@ -7,9 +7,12 @@ source by lab/build-tools.sh. kwok stands in for the kubelets: it keeps fake nod
 alive and moves pods through their lifecycle according to Stage objects that this
 script writes into each cluster. lab/metrics_api.py, started here too, serves the metrics APIs
 (metrics.k8s.io, custom.metrics.k8s.io) that the HPA controller reads, from per-pod values that
-tests set in the ConfigMap kube-system/lab-metrics of each cluster.
+tests set in the ConfigMap kube-system/lab-metrics of each cluster. With --prometheus, the lab also
+installs prometheus-operator's CRDs and runs lab/exporter.py (the series of kube-state-metrics, the
+kubelets and the Super-Nodes themselves, and what prometheus-operator would configure) and one
+Prometheus server for every region (.lab/prometheus; its URL in .lab/lab.json).
 
-    icnlab.py up [--regions N] [--topology multi|single] [--ready-delay-ms MS]
+    icnlab.py up [--regions N] [--topology multi|single] [--ready-delay-ms MS] [--prometheus]
     icnlab.py status
     icnlab.py fault REGION --tag TAG      pods of image tag TAG in REGION never get Ready
     icnlab.py fault REGION --clear
@@ -593,6 +596,124 @@ def metrics_objects(ip: str, port: int) -> list[dict]:
     return objs
 
 
+# --------------------------------------------------------------------------- Prometheus
+
+PROMETHEUS_DIR = LAB / "prometheus"
+SCRAPE_SECONDS = 5  # scrape and rule evaluation interval of the lab's Prometheus
+
+
+def prometheus_tools() -> tuple[Path, Path]:
+    """The Prometheus server's bin dir and prometheus-operator's CRDs dir (built or cached)."""
+    out = subprocess.run(["bash", str(ROOT / "lab" / "build-tools.sh"), "prometheus", "promcrds"],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    dirs = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return Path(dirs["PROMETHEUS_BIN"]), Path(dirs["PROMETHEUS_CRDS"])
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def install_monitoring_crds(tools: Tools, context: str, crds: Path) -> None:
+    """ServiceMonitor, PodMonitor and PrometheusRule, as kube-prometheus-stack installs them."""
+    files = sorted(crds.glob("*.yaml"))
+    args = [a for f in files for a in ("-f", str(f))]
+    run(tools.kubectl_cmd(context, "apply", "--server-side", "--force-conflicts", *args), timeout=120)
+    names = [f"crd/{f.stem}.monitoring.coreos.com" for f in files]
+    # `kubectl wait` fails on a CRD whose status is not written yet: poll until each is Established.
+    query = '{range .items[*]}{.status.conditions[?(@.type=="Established")].status}{"\\n"}{end}'
+    deadline = time.time() + 60
+    while True:
+        out = run(tools.kubectl_cmd(context, "get", *names, "-o", f"jsonpath={query}"), check=False)
+        if out.returncode == 0 and out.stdout.split() == ["True"] * len(names):
+            return
+        if time.time() > deadline:
+            raise LabError(f"{context}: prometheus-operator's CRDs not Established after 60 s: {out.stderr.strip()}")
+        time.sleep(0.5)
+
+
+def prometheus_config(exporters: dict[str, str], region_of: dict[str, list[str]]) -> dict:
+    """One Prometheus for the whole lab, as a global Prometheus with a region label: the
+    kube-state-metrics/kubelet series of every cluster, and the pods the ServiceMonitors select."""
+    static = []
+    for context, address in exporters.items():
+        labels = {"cluster": context}
+        if len(region_of[context]) == 1:
+            labels["region"] = region_of[context][0]
+        static.append({"targets": [address], "labels": labels})
+    return {
+        "global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "scrape_timeout": f"{SCRAPE_SECONDS - 1}s",
+                   "evaluation_interval": f"{SCRAPE_SECONDS}s"},
+        "rule_files": [str(PROMETHEUS_DIR / "rules" / "*.yml")],
+        "scrape_configs": [
+            {"job_name": "kube-state-metrics", "honor_labels": True, "static_configs": static},
+            {"job_name": "service-monitors",
+             "file_sd_configs": [{"files": [str(PROMETHEUS_DIR / "targets" / "*.json")],
+                                  "refresh_interval": f"{SCRAPE_SECONDS}s"}]},
+        ],
+    }
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str, logfile: Path, timeout: float = 60) -> None:
+    import urllib.request
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            stop_pid(proc.pid)
+            raise LabError(f"{what} did not start (see {logfile})")
+        time.sleep(0.2)
+
+
+def start_prometheus(state: dict, tools: Tools, region_of: dict[str, list[str]]) -> None:
+    """prometheus-operator's CRDs in every cluster, the exporter (lab/exporter.py) and one Prometheus
+    server, data under .lab/prometheus/data; their pids and the URL go into the lab's state."""
+    bin_dir, crds = prometheus_tools()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda c: install_monitoring_crds(tools, c, crds), region_of))
+    PROMETHEUS_DIR.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    ports_file = PROMETHEUS_DIR / "exporter.ports.json"
+    ports_file.unlink(missing_ok=True)
+    exporter_log = PROMETHEUS_DIR / "exporter.log"
+    with open(exporter_log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "lab" / "exporter.py"), "--kubeconfig", str(KUBECONFIG),
+             "--dir", str(PROMETHEUS_DIR), "--ports-file", str(ports_file), "--prometheus-url", url,
+             *(f"{c}={','.join(r)}" for c, r in region_of.items())],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    state["exporter_pid"] = proc.pid
+    save_state(state)
+    deadline = time.time() + 20
+    while not ports_file.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            stop_pid(proc.pid)
+            raise LabError(f"the lab's exporter did not start (see {exporter_log})")
+        time.sleep(0.1)
+    exporters = json.loads(ports_file.read_text())
+    config = PROMETHEUS_DIR / "prometheus.yml"
+    config.write_text(json.dumps(prometheus_config(exporters, region_of), indent=2) + "\n")
+    prometheus_log = PROMETHEUS_DIR / "prometheus.log"
+    with open(prometheus_log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(bin_dir / "prometheus"), f"--config.file={config}",
+             f"--storage.tsdb.path={PROMETHEUS_DIR / 'data'}", "--storage.tsdb.retention.time=1d",
+             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    state["prometheus_pid"], state["prometheus_url"] = proc.pid, url
+    save_state(state)
+    wait_http(f"{url}/-/ready", proc, "the lab's Prometheus", prometheus_log)
+    log(f"Prometheus: {url} (scrapes every {SCRAPE_SECONDS}s; log {prometheus_log})")
+
+
 def write_staking_keys(regions: list[str]) -> None:
     """Lab-only staking keys (random, 32 bytes each, hex) for inventories/local."""
     import secrets
@@ -607,6 +728,9 @@ def cmd_up(args: argparse.Namespace) -> None:
         want = (args.topology, args.regions if args.topology == "multi" else len(REGIONS))
         have = (state["topology"], len(state["regions"]))
         if want == have and all(_answers(Tools(), c) for c in state["clusters"]):
+            if args.prometheus and not state.get("prometheus_url"):
+                raise LabError("the lab is up without Prometheus: `make lab-down`, then start it "
+                               "with --prometheus (make lab-up does)")
             log("the lab is already up")
             return
         raise LabError(f"a lab is already here ({state['topology']}, {len(state['regions'])} "
@@ -644,6 +768,9 @@ def cmd_up(args: argparse.Namespace) -> None:
                                              args.ready_delay_ms,
                                              metrics_objects(ip, ports[c])), clusters))
     state["pids"] = {c: cluster_pids(n) for c, n in clusters.items()}
+    save_state(state)
+    if args.prometheus:
+        start_prometheus(state, tools, region_of)
     if args.topology == "multi":
         write_inventory(regions, catalogue)
     state["started_seconds"] = round(time.time() - tools_ready, 1)
@@ -696,6 +823,12 @@ def cmd_status(_args: argparse.Namespace) -> None:
         faults = ",".join(f"{f['region']}:{f['tag']}" for f in state["faults"].get(context, []))
         print(f"{context:<16} {servers.get(context, '?'):<28} {count:>5}  "
               f"{'yes' if ok else 'NO':<7}  {faults or '-'}")
+    if state.get("prometheus_url"):
+        up = alive(state.get("prometheus_pid") or 0) and alive(state.get("exporter_pid") or 0)
+        print(f"Prometheus: {state['prometheus_url']}  ({'running' if up else 'NOT RUNNING'}; "
+              f"rules and targets from the clusters' PrometheusRules and ServiceMonitors)")
+    else:
+        print("Prometheus: none (started without --prometheus; the HPA reads the lab's metrics API)")
 
 
 def cmd_fault(args: argparse.Namespace) -> None:
@@ -741,8 +874,9 @@ def cmd_down(_args: argparse.Namespace) -> None:
         recorded = state.get("pids", {})
         for pid in set(pids.values()) | {p for c in recorded.values() for p in c.values()}:
             stop_pid(pid)
-    if state.get("metrics_api_pid"):
-        stop_pid(state["metrics_api_pid"])
+    for key in ("prometheus_pid", "exporter_pid", "metrics_api_pid"):
+        if state.get(key):
+            stop_pid(state[key])
     import shutil
     shutil.rmtree(LAB, ignore_errors=True)
     log("lab down")
@@ -777,6 +911,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--ready-delay-ms", type=int, default=2000,
                     help="how long a pod takes to turn Ready (default 2000)")
     up.add_argument("--parallel", type=int, default=4, help="clusters seeded at once")
+    up.add_argument("--prometheus", action="store_true",
+                    help="also prometheus-operator's CRDs, the lab's exporter and a Prometheus server "
+                    "(built from its Go module; make lab-up starts them, make demo does not)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("status", help="print each cluster's state").set_defaults(func=cmd_status)
     fault = sub.add_parser("fault", help="make a tag fail readiness in a region")

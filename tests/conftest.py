@@ -50,7 +50,9 @@ class LabManager:
         if state is None:
             args = ["up", "--topology", topology]
             if topology == "multi":
-                args += ["--regions", os.environ.get("ICN_TEST_REGIONS", str(len(REGIONS)))]
+                # With the lab's Prometheus (tests/alerts/test_live_alerts.py reads it).
+                args += ["--regions", os.environ.get("ICN_TEST_REGIONS", str(len(REGIONS))),
+                         "--prometheus"]
             proc = icnlab(*args)
             assert proc.returncode == 0, f"the lab did not start:\n{proc.stderr[-4000:]}"
             self.started = topology
