@@ -104,6 +104,7 @@ def local_inventory(tmp_path: Path, regions: list[str] | None = None, host_vars:
         gvars.update(yaml.safe_load(f.read_text()) or {})
     gvars["super_node_kubeconfig"] = str(kubeconfig or LAB_DIR / "kubeconfig")
     gvars["super_node_staking_keys"] = json.loads((LAB_DIR / "staking-keys.json").read_text())
+    gvars["super_node_prometheus_url"] = json.loads((LAB_DIR / "lab.json").read_text()).get("prometheus_url") or ""
     for key, value in (group_vars or {}).items():
         if value is None:
             gvars.pop(key, None)

@@ -68,7 +68,32 @@ def host_regions(hosts, hostvars):
     return regions
 
 
+def analysis_targets(hosts, hostvars, namespace):
+    """What the metric analysis reads of each region (icn.super_node.rollout_analysis's region and
+    peers): its Prometheus (super_node_prometheus_url, empty where unset), and the names by which the
+    chart's StatefulSet, its pods and its ServiceMonitor's job appear in the series."""
+    from ansible_collections.icn.super_node.plugins.module_utils.region_health import object_name
+
+    targets = []
+    for host in hosts:
+        vars_ = hostvars[host]
+        region = _region(host, vars_)
+        name = object_name(region)
+        targets.append({"name": region, "host": host, "namespace": namespace, "statefulset": name,
+                        "job": name + "-headless", "pods": name + "-[0-9]+",
+                        "url": vars_["super_node_prometheus_url"] if "super_node_prometheus_url" in vars_ else ""})
+    return targets
+
+
+def analysis_peers(targets, host, hostvars):
+    """The targets after `host` (in the play's order) whose plan changes: still on the old release."""
+    hosts = [t["host"] for t in targets]
+    later = targets[hosts.index(host) + 1:] if host in hosts else []
+    return [t for t in later if t["url"] and (hostvars[t["host"]].get("super_node_plan") or {}).get("changed")]
+
+
 class FilterModule(object):
     def filters(self):
         return {"host_regions": host_regions, "region_targets": region_targets,
-                "cluster_hosts": cluster_hosts}
+                "cluster_hosts": cluster_hosts, "analysis_targets": analysis_targets,
+                "analysis_peers": analysis_peers}

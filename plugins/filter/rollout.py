@@ -89,8 +89,36 @@ def changing_regions(plans: list, hosts: list) -> list[str]:
     return [host for host, plan in zip(hosts, plans) if (plan or {}).get("changed")]
 
 
+def analysis_column(result: dict) -> str:
+    """The summary's analysis column, from an icn.super_node.rollout_analysis result (or a skipped task)."""
+    if not result or result.get("skipped") and "checks" not in result:
+        return "-"
+    if result.get("stopped"):
+        return "stopped: Prometheus unreadable"
+    if result.get("skipped"):
+        return "unjudged: Prometheus unreadable (on_error=pass)"
+    checks = result.get("checks") or []
+    if result.get("failed"):
+        bad = [c["name"] for c in checks if c["samples"] and not c["samples"][-1]["passed"]]
+        return "failed: " + (", ".join(bad) if bad else "alert firing" if result.get("alerts_firing") else "timeout")
+    if checks and all("samples" in c and c["passed"] for c in checks):
+        return "passed %d checks (%d samples)" % (len(checks), sum(len(c["samples"]) for c in checks))
+    return "%d checks" % len(checks)
+
+
+def describe_check(check: dict) -> str:
+    """'bandwidth-per-pod: <query> > 0.8 * baseline (baseline: peers na-east, eu-west)'."""
+    peers = check.get("peer_regions") or []
+    base = "" if check.get("baseline") in (None, "none") else (
+        " (baseline: median of %s)" % ", ".join(peers) if peers else
+        " (baseline: the region itself before its upgrade, no peer left)")
+    return "%s: %s %s%s; %d samples" % (check["name"], check["query"], check["condition"], base,
+                                       check.get("samples_needed", 0))
+
+
 class FilterModule(object):
     def filters(self):
         return {"describe_change": describe_change, "restarting_regions": restarting_regions,
                 "change_columns": change_columns,
-                "changing_regions": changing_regions}
+                "changing_regions": changing_regions, "analysis_column": analysis_column,
+                "describe_check": describe_check}

@@ -1,0 +1,186 @@
+"""upgrade.yml's metric analysis against the lab's live Prometheus (icnlab.py up --prometheus).
+
+Three regions (--limit) are upgraded one at a time; each soaks until the five shipped checks
+(roles/rollout/defaults/main.yml) have their samples, read by PromQL from what the lab's exporter
+serves: kube-state-metrics' series from the real objects, the Super-Nodes' own counters from values set
+in kube-system/lab-metrics (by pod, owner, image tag or for all). The peer checks compare the region
+with the regions still on the old release, over the same window; the last region, with no peer
+left, with itself before its upgrade. The alerts are the chart's, deployed with `for: 5s` and
+evaluated by Prometheus.
+"""
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+
+import pytest
+import yaml
+
+from labkit import NS, REGIONS, ROOT, lab_state, region_tags, release_revision, wait_for
+from playbook import local_inventory, run_playbook
+
+pytestmark = pytest.mark.multi
+THREE = REGIONS[:3]
+# Short windows for the lab (scrapes every 5 s): 2 samples 5 s apart per check.
+FAST = ["-e", "rollout_analysis_enabled=true", "-e", "rollout_analysis_window=20s",
+        "-e", "rollout_analysis_interval=5", "-e", "rollout_analysis_samples=2",
+        "-e", "rollout_analysis_alert_interval=5", "-e", "rollout_analysis_timeout=150",
+        # the first samples when the 20 s window holds only what came after the rollout
+        "-e", "rollout_analysis_delay=27"]
+ALERTS_FOR = {a: {"for": "5s"} for a in ("regionBelowMinReady", "podNotReady", "volumeFull",
+                                         "hpaAtMax", "notScraped")}
+BYTES = "icn_super_node_network_bytes_total"
+
+
+def prometheus(path: str, **params) -> dict:
+    url = f"{lab_state()['prometheus_url']}{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)["data"]
+
+
+def scraped(region: str) -> bool:
+    """Both pods of the region up, with enough samples for a 20 s rate."""
+    result = prometheus("/api/v1/query", query=f'count(count_over_time(up{{namespace="{NS}", '
+                        f'job="icn-super-node-{region}-headless"}}[20s]) >= 3)')["result"]
+    return bool(result) and result[0]["value"][1] == "2"
+
+
+@pytest.fixture(scope="module")
+def inventory(lab, tmp_path_factory):
+    """inventories/local for every lab region, the chart's alerts firing after 5 s; deployed at v1.0.0."""
+    assert (lab_state() or {}).get("prometheus_url"), "the lab runs no Prometheus (icnlab.py up --prometheus)"
+    tmp = tmp_path_factory.mktemp("analysis")
+    values = {}
+    for f in sorted((ROOT / "inventories/local/group_vars/super_nodes").glob("*.yml")):
+        values.update((yaml.safe_load(f.read_text()) or {}).get("super_node_chart_values") or {})
+    values["metrics"] = {"prometheusRule": {"alerts": ALERTS_FOR}}
+    inv = local_inventory(tmp, group_vars={"super_node_chart_values": values})
+    run = run_playbook("deploy.yml", inv, "-e", "super_node_image_tag=v1.0.0",
+                       "-e", "super_node_parallel_restart=true", tmp_path=tmp)
+    assert run.rc == 0, run.output[-5000:]
+    yield inv
+    for c in lab.values():  # every value this module set, gone
+        data = c.core.read_namespaced_config_map("lab-metrics", "kube-system").data or {}
+        extra = {k: None for k in data if k.startswith(f"{NS}.tag-") or k.startswith(BYTES)
+                 or "kubelet_volume_stats" in k}
+        if extra:
+            c.set_pod_metrics(extra)
+
+
+def upgrade(inv, tag: str, tmp_path, *args):
+    for region in THREE:
+        wait_for(lambda: scraped(region), 60, f"Prometheus to scrape {region}'s pods")
+    return run_playbook("upgrade.yml", inv, "-e", f"super_node_image_tag={tag}", "--limit", ",".join(THREE),
+                        *FAST, *args, tmp_path=tmp_path)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_check_lists_each_regions_checks_and_changes_nothing(lab, inventory, tmp_path):
+    before = {r: release_revision(lab[r], r) for r in THREE}
+    run = upgrade(inventory, "v1.1.0", tmp_path, "--check")
+    assert run.rc == 0, run.output[-5000:]
+    out = flat(run.output)
+    for region in THREE:
+        assert (f'bandwidth-per-pod: sum(rate({BYTES}{{namespace="icn", pod=~"icn-super-node-{region}-[0-9]+"}}'
+                f'[20s])) / count(up{{namespace="icn", job="icn-super-node-{region}-headless"}} == 1) '
+                f'> 0.8 * baseline') in out
+        assert run.summary["regions"][region]["analysis"] == "5 checks"
+    assert {r: release_revision(lab[r], r) for r in THREE} == before
+
+
+def test_a_healthy_release_passes_every_check_against_its_peers(lab, inventory, tmp_path):
+    run = upgrade(inventory, "v1.1.0", tmp_path)
+    assert run.rc == 0, run.output[-6000:]
+    for region in THREE:
+        assert run.summary["regions"][region]["result"] == "upgraded"
+        assert run.summary["regions"][region]["analysis"].startswith("passed 5 checks"), run.summary
+        assert region_tags(lab)[region] == {"v1.1.0"}
+
+
+def test_a_fleet_wide_traffic_drop_does_not_fail_a_release(lab, inventory, tmp_path):
+    """Every pod of every region falls from 12.5 MB/s to 2 MB/s: the peers fall with the region."""
+    for c in lab.values():
+        c.set_pod_metrics({BYTES: "2M"})
+    try:
+        wait_for(lambda: float(prometheus("/api/v1/query", query=f'max(rate({BYTES}{{namespace="icn"}}[20s]))')
+                               ["result"][0]["value"][1]) < 3e6, 60, "the fleet's bandwidth to fall")
+        run = upgrade(inventory, "v1.2.0", tmp_path)
+        assert run.rc == 0, run.output[-6000:]
+        assert all(run.summary["regions"][r]["analysis"].startswith("passed") for r in THREE)
+    finally:
+        for c in lab.values():
+            c.set_pod_metrics({BYTES: None})
+
+
+def test_a_regression_only_the_new_release_shows_is_rolled_back(lab, inventory, tmp_path):
+    """Pods of v1.3.0 send 1 MB/s where their peers send 12.5 MB/s: the first region is rolled back."""
+    first, later = THREE[0], THREE[1:]
+    for c in lab.values():
+        c.set_pod_metrics({f"{NS}.tag-v1.3.0.{BYTES}": "1M"})
+    before = {r: release_revision(lab[r], r) for r in later}
+    run = upgrade(inventory, "v1.3.0", tmp_path)
+    assert run.rc != 0
+    out = flat(run.output)
+    assert f"region {first} failed its metric analysis: check bandwidth-per-pod" in out, out[-4000:]
+    assert "which breaks the condition > 0.8 * baseline" in out and "median of 2 peer(s)" in out
+    assert region_tags(lab)[first] == {"v1.2.0"}, "rolled back to the release it ran"
+    assert {r: release_revision(lab[r], r) for r in later} == before, "later regions untouched"
+    assert run.summary["regions"][first]["result"] == "rolled back"
+
+
+def test_a_firing_alert_in_another_region_stops_the_rollout_before_it_starts(lab, inventory, tmp_path):
+    """A volume over 90% in the last region: the chart's alert fires, and no region is touched."""
+    last = REGIONS[-1]
+    c = lab[last]
+    key = f"{NS}.data-icn-super-node-{last}-0.kubelet_volume_stats_used_bytes"
+    c.set_pod_metrics({key: "95%"})
+    try:
+        wait_for(lambda: [a for a in prometheus("/api/v1/alerts")["alerts"] if a["state"] == "firing"
+                          and a["labels"]["alertname"] == "SuperNodeVolumeFillingUp"], 90, "the alert to fire")
+        before = {r: release_revision(lab[r], r) for r in THREE}
+        run = run_playbook("upgrade.yml", inventory, "-e", "super_node_image_tag=v1.4.0", *FAST,
+                           tmp_path=tmp_path)
+        assert run.rc != 0
+        out = flat(run.output)
+        assert (f"rollout stopped before region {REGIONS[0]}: alert(s) firing: SuperNodeVolumeFillingUp in "
+                f"region {last}") in out, out[-4000:]
+        assert {r: release_revision(lab[r], r) for r in THREE} == before
+    finally:
+        c.set_pod_metrics({key: None})
+    wait_for(lambda: not [a for a in prometheus("/api/v1/alerts")["alerts"]
+                          if a["labels"]["alertname"] == "SuperNodeVolumeFillingUp"], 90, "the alert to resolve")
+
+
+@pytest.mark.parametrize("on_error", ["stop", "pass"])
+def test_an_unreachable_prometheus_stops_the_rollout_unless_told_to_pass(lab, inventory, tmp_path, on_error):
+    region = THREE[0]
+    before = release_revision(lab[region], region)
+    tag = "v1.2.0" if on_error == "stop" else "v1.5.0"
+    run = run_playbook("upgrade.yml", inventory, "-e", f"super_node_image_tag={tag}", "--limit", region,
+                       *FAST, "-e", "super_node_prometheus_url=http://127.0.0.1:9", "-e", "rollout_api_grace=3",
+                       "-e", f"rollout_analysis_on_error={on_error}", tmp_path=tmp_path)
+    out = flat(run.output)
+    if on_error == "stop":
+        assert run.rc != 0
+        assert f"Rollout stopped before region {region}: region {region}: the metric analysis could not " \
+               "read Prometheus: Prometheus http://127.0.0.1:9 did not answer" in out, out[-4000:]
+        assert release_revision(lab[region], region) == before, "nothing changed"
+    else:
+        assert run.rc == 0, out[-4000:]
+        assert "rollout_analysis_on_error=pass: the region passes unjudged" in out
+        assert run.summary["regions"][region]["analysis"] == "unjudged: Prometheus unreadable (on_error=pass)"
+
+
+def test_a_bad_check_is_refused_before_anything_is_touched(lab, inventory, tmp_path):
+    bad = json.dumps({"rollout_analysis": [{"name": "bw", "query": "up", "condition": "> 0.8 baseline"}]})
+    run = run_playbook("upgrade.yml", inventory, "-e", "super_node_image_tag=v9.9.9", *FAST, "-e", bad,
+                       tmp_path=tmp_path)
+    assert run.rc != 0
+    out = flat(run.output)
+    assert (f"region {REGIONS[0]}: rollout_analysis[bw].condition is '> 0.8 baseline'; allowed: OP NUMBER, "
+            "OP baseline or OP NUMBER * baseline") in out, out[-3000:]
+    assert "Take the fleet's rollout lock" not in out
