@@ -11,6 +11,8 @@ evaluated by Prometheus.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.parse
 import urllib.request
 
@@ -159,7 +161,7 @@ def test_a_firing_alert_in_another_region_stops_the_rollout_before_it_starts(lab
 def test_an_unreachable_prometheus_stops_the_rollout_unless_told_to_pass(lab, inventory, tmp_path, on_error):
     region = THREE[0]
     before = release_revision(lab[region], region)
-    tag = "v1.2.0" if on_error == "stop" else "v1.5.0"
+    tag = "v1.7.0" if on_error == "stop" else "v1.5.0"  # tags no other test rolls out
     run = run_playbook("upgrade.yml", inventory, "-e", f"super_node_image_tag={tag}", "--limit", region,
                        *FAST, "-e", "super_node_prometheus_url=http://127.0.0.1:9", "-e", "rollout_api_grace=3",
                        "-e", f"rollout_analysis_on_error={on_error}", tmp_path=tmp_path)
@@ -184,3 +186,38 @@ def test_a_bad_check_is_refused_before_anything_is_touched(lab, inventory, tmp_p
     assert (f"region {REGIONS[0]}: rollout_analysis[bw].condition is '> 0.8 baseline'; allowed: OP NUMBER, "
             "OP baseline or OP NUMBER * baseline") in out, out[-3000:]
     assert "Take the fleet's rollout lock" not in out
+
+
+def test_an_alert_that_fires_during_a_soak_rolls_the_region_back(lab, inventory, tmp_path):
+    """While the first region soaks on v1.6.0, a volume of the last region fills up: the first region
+    is rolled back, naming the alert, and no other region is touched."""
+    first, last = THREE[0], REGIONS[-1]
+    c = lab[last]
+    key = f"{NS}.data-icn-super-node-{last}-0.kubelet_volume_stats_used_bytes"
+    start_tag = region_tags(lab)[first]
+    before = {r: release_revision(lab[r], r) for r in THREE[1:]}
+    stop = threading.Event()
+
+    def fill_when_upgraded():
+        while not stop.is_set():
+            if region_tags({first: lab[first]})[first] == {"v1.6.0"}:
+                c.set_pod_metrics({key: "95%"})
+                return
+            time.sleep(0.5)
+    filler = threading.Thread(target=fill_when_upgraded, daemon=True)
+    filler.start()
+    try:
+        run = upgrade(inventory, "v1.6.0", tmp_path)
+    finally:
+        stop.set()
+        filler.join(5)
+        c.set_pod_metrics({key: None})
+    assert run.rc != 0
+    out = flat(run.output)
+    assert (f"rollout stopped during the soak of region {first}: alert(s) firing: SuperNodeVolumeFillingUp "
+            f"in region {last}") in out, out[-4000:]
+    assert run.summary["regions"][first]["result"] == "rolled back"
+    assert region_tags(lab)[first] == start_tag
+    assert {r: release_revision(lab[r], r) for r in THREE[1:]} == before
+    wait_for(lambda: not [a for a in prometheus("/api/v1/alerts")["alerts"]
+                          if a["labels"]["alertname"] == "SuperNodeVolumeFillingUp"], 90, "the alert to resolve")
