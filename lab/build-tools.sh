@@ -20,7 +20,7 @@ log() { printf '[build-tools] %s\n' "$*" >&2; }
 # the lab's tools 2026-12-02 on a quiet machine, kind's 2026-12-01), printed when a build starts so
 # that a newcomer knows how long to wait. The go tool's own output goes to $cache/logs/<tool>.log.
 declare -A TOOK=([etcd]="37 s" [helm]="67 s" [kubernetes]="6 min 2 s" [kwok]="74 s"
-                 [istio]="3 min 45 s" [prometheus]="77 s, promtool alone" [promcrds]="2 s"
+                 [istio]="3 min 45 s" [prometheus]="7 min 30 s for both binaries, beside two other builds" [promcrds]="2 s"
                  [kind]="10 s" [containerd]="2 min 54 s" [kubenode]="1 min 40 s, after kubernetes"
                  [pause]="1 s")
 
