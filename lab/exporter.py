@@ -43,7 +43,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from metrics_api import Cluster, parse_quantity, value_of  # noqa: E402
+from metrics_api import Cluster, Server, parse_quantity, value_of  # noqa: E402
 
 SNAPSHOT_SECONDS = 2.0
 SYNC_SECONDS = 2.0
@@ -333,10 +333,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.reply(404, b"not found\n")
         except Exception as err:  # a scrape must never kill the server
             self.reply(500, f"lab exporter: {err}\n".encode())
-
-
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
 
 
 def main(argv: list[str] | None = None) -> int:

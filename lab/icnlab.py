@@ -556,17 +556,23 @@ def start_metrics_api(clusters: dict[str, str]) -> tuple[int, dict[str, int]]:
     ports_file = LAB / "metrics-api.ports.json"
     ports_file.unlink(missing_ok=True)
     pki = cluster_dir(next(iter(clusters.values()))) / "pki"
-    with open(LAB / "metrics-api.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "lab" / "metrics_api.py"), "--kubeconfig", str(KUBECONFIG),
-             "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key"),
-             "--ports-file", str(ports_file), *clusters],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    return start_helper([sys.executable, str(ROOT / "lab" / "metrics_api.py"), "--kubeconfig", str(KUBECONFIG),
+                         "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key"),
+                         "--ports-file", str(ports_file), *clusters],
+                        ports_file, LAB / "metrics-api.log", "the lab's metrics API")
+
+
+def start_helper(cmd: list[str], ports_file: Path, logfile: Path, what: str) -> tuple[int, dict]:
+    """Starts one of the lab's Python helpers (its own session, output in `logfile`) and waits until
+    it has written `ports_file`, the ports it listens on; returns its pid and those ports."""
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)
     deadline = time.time() + 20
     while not ports_file.exists():
         if proc.poll() is not None or time.time() > deadline:
             stop_pid(proc.pid)
-            raise LabError(f"the lab's metrics API did not start (see {LAB / 'metrics-api.log'})")
+            raise LabError(f"{what} did not start (see {logfile})")
         time.sleep(0.1)
     return proc.pid, json.loads(ports_file.read_text())
 
@@ -683,22 +689,12 @@ def start_prometheus(state: dict, tools: Tools, region_of: dict[str, list[str]])
     url = f"http://127.0.0.1:{port}"
     ports_file = PROMETHEUS_DIR / "exporter.ports.json"
     ports_file.unlink(missing_ok=True)
-    exporter_log = PROMETHEUS_DIR / "exporter.log"
-    with open(exporter_log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "lab" / "exporter.py"), "--kubeconfig", str(KUBECONFIG),
-             "--dir", str(PROMETHEUS_DIR), "--ports-file", str(ports_file), "--prometheus-url", url,
-             *(f"{c}={','.join(r)}" for c, r in region_of.items())],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-    state["exporter_pid"] = proc.pid
+    state["exporter_pid"], exporters = start_helper(
+        [sys.executable, str(ROOT / "lab" / "exporter.py"), "--kubeconfig", str(KUBECONFIG),
+         "--dir", str(PROMETHEUS_DIR), "--ports-file", str(ports_file), "--prometheus-url", url,
+         *(f"{c}={','.join(r)}" for c, r in region_of.items())],
+        ports_file, PROMETHEUS_DIR / "exporter.log", "the lab's exporter")
     save_state(state)
-    deadline = time.time() + 20
-    while not ports_file.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            stop_pid(proc.pid)
-            raise LabError(f"the lab's exporter did not start (see {exporter_log})")
-        time.sleep(0.1)
-    exporters = json.loads(ports_file.read_text())
     config = PROMETHEUS_DIR / "prometheus.yml"
     config.write_text(json.dumps(prometheus_config(exporters, region_of), indent=2) + "\n")
     prometheus_log = PROMETHEUS_DIR / "prometheus.log"
