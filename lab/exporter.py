@@ -9,8 +9,8 @@ plain-HTTP port per cluster of the lab, for the lab's Prometheus (icnlab.py up -
                               HPA replicas, kubelet_volume_stats_* of the PVCs that running pods mount
   /pods/NAMESPACE/POD/metrics the pod's own series: every icn_super_node_* value set for it in the
                               ConfigMap kube-system/lab-metrics (lab/metrics_api.py says how keys name
-                              a pod, its owner or its namespace; N.tag-TAG.M names the pods of an
-                              image tag). A name ending in _total is a counter
+                              a pod, its owner, its image tag or its namespace). A name ending in
+                              _total is a counter
                               and its value is the rate per second it grows at (from 0 when the pod is
                               created: a new pod is a restarted process); any other is a gauge.
                               `N.P.up: "0"` makes the scrape fail (HTTP 503), so the target is down.
@@ -195,25 +195,11 @@ def own_names(values: dict[str, str]) -> list[str]:
     return sorted({n for n in (k.rsplit(".", 1)[-1] for k in values) if n.startswith(OWN_PREFIX)})
 
 
-def own_value(values: dict[str, str], pod: dict, metric: str) -> str | None:
-    """The pod's value of one of its own series, the first key set of: N.P.M, N.O.M (as in
-    lab/metrics_api.py), N.tag-TAG.M (every pod whose first container runs image tag TAG: a change
-    that only a new release shows), N.M, M."""
-    meta = pod["metadata"]
-    ns, image = meta["namespace"], pod["spec"]["containers"][0].get("image", "")
-    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
-    owners = [o["name"] for o in meta.get("ownerReferences") or [] if o.get("controller")]
-    keys = [f"{ns}.{meta['name']}.{metric}", *(f"{ns}.{o}.{metric}" for o in owners)]
-    keys += [f"{ns}.tag-{tag}.{metric}"] if tag else []
-    keys += [f"{ns}.{metric}", metric]
-    return next((values[k] for k in keys if k in values), None)
-
-
 def pod_series(source: Source, pod: dict) -> Exposition:
     values, out = {**OWN_DEFAULTS, **source.cluster.values()}, Exposition()
     uid = pod["metadata"]["uid"]
     for name in own_names(values):
-        value = own_value(values, pod, name)
+        value = value_of(values, pod, name)
         if value is None:
             continue
         number = parse_quantity(value)
@@ -231,6 +217,7 @@ def matches(selector: dict, labels: dict) -> bool:
 def targets(source: Source, address: str, context: str) -> list[dict]:
     """file_sd target groups for the ServiceMonitors of one cluster (prometheus-operator's defaults)."""
     objs, groups = source.objects(), []
+    pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in objs["pods"]}
     for sm in objs["servicemonitors"]:
         spec, sm_ns = sm.get("spec") or {}, sm["metadata"]["namespace"]
         ns_sel = spec.get("namespaceSelector") or {}
@@ -250,8 +237,7 @@ def targets(source: Source, address: str, context: str) -> list[dict]:
                     ref = ep.get("targetRef") or {}
                     if ref.get("kind") != "Pod":
                         continue
-                    pod = next((p for p in objs["pods"] if p["metadata"]["name"] == ref["name"]
-                                and p["metadata"]["namespace"] == meta["namespace"]), None)
+                    pod = pods.get((meta["namespace"], ref["name"]))
                     region = source.region_of(pod) if pod else source.region
                     groups.append({"targets": [address], "labels": {
                         "__metrics_path__": f"/pods/{quote(meta['namespace'])}/{quote(ref['name'])}{path}",

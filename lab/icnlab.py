@@ -94,10 +94,11 @@ class LabError(RuntimeError):
 
 # --------------------------------------------------------------------------- tools
 
-def tool_dirs() -> dict[str, Path]:
-    """Builds (or reuses from the cache) the lab's tools; returns NAME -> bin dir."""
+def tool_dirs(tools: tuple[str, ...] = ("kwok", "etcd", "kubernetes")) -> dict[str, Path]:
+    """Builds (or reuses from the cache) some of the lab's tools (default: the clusters');
+    returns NAME -> its dir, as lab/build-tools.sh prints them."""
     out = subprocess.run(
-        ["bash", str(ROOT / "lab" / "build-tools.sh"), "kwok", "etcd", "kubernetes"],
+        ["bash", str(ROOT / "lab" / "build-tools.sh"), *tools],
         check=True, stdout=subprocess.PIPE, text=True,
     ).stdout
     dirs = {}
@@ -608,14 +609,6 @@ PROMETHEUS_DIR = LAB / "prometheus"
 SCRAPE_SECONDS = 5  # scrape and rule evaluation interval of the lab's Prometheus
 
 
-def prometheus_tools() -> tuple[Path, Path]:
-    """The Prometheus server's bin dir and prometheus-operator's CRDs dir (built or cached)."""
-    out = subprocess.run(["bash", str(ROOT / "lab" / "build-tools.sh"), "prometheus", "promcrds"],
-                         check=True, stdout=subprocess.PIPE, text=True).stdout
-    dirs = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return Path(dirs["PROMETHEUS_BIN"]), Path(dirs["PROMETHEUS_CRDS"])
-
-
 def free_port() -> int:
     import socket
     with socket.socket() as sock:
@@ -681,7 +674,8 @@ def wait_http(url: str, proc: subprocess.Popen, what: str, logfile: Path, timeou
 def start_prometheus(state: dict, tools: Tools, region_of: dict[str, list[str]]) -> None:
     """prometheus-operator's CRDs in every cluster, the exporter (lab/exporter.py) and one Prometheus
     server, data under .lab/prometheus/data; their pids and the URL go into the lab's state."""
-    bin_dir, crds = prometheus_tools()
+    dirs = tool_dirs(("prometheus", "promcrds"))
+    bin_dir, crds = dirs["PROMETHEUS_BIN"], dirs["PROMETHEUS_CRDS"]
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda c: install_monitoring_crds(tools, c, crds), region_of))
     PROMETHEUS_DIR.mkdir(parents=True, exist_ok=True)

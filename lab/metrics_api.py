@@ -14,6 +14,7 @@ value of metric M is the first of these keys that is set:
 
     N.P.M       one pod                 icn.icn-super-node-eu-west-0.network_bandwidth_utilization
     N.O.M       every pod of an owner   icn.icn-super-node-eu-west.network_bandwidth_utilization
+    N.tag-T.M   every pod of image tag T icn.tag-v1.3.0.icn_super_node_errors_total
     N.M         every pod of namespace  icn.cpu
     M           every pod               network_bandwidth_utilization
 
@@ -135,10 +136,12 @@ class Cluster:
 
 def value_of(values: dict[str, str], pod: dict, metric: str) -> str | None:
     meta = pod["metadata"]
+    ns, image = meta["namespace"], pod["spec"]["containers"][0].get("image", "")
+    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
     owners = [o["name"] for o in meta.get("ownerReferences") or [] if o.get("controller")]
-    keys = [f"{meta['namespace']}.{meta['name']}.{metric}"]
-    keys += [f"{meta['namespace']}.{o}.{metric}" for o in owners]
-    keys += [f"{meta['namespace']}.{metric}", metric]
+    keys = [f"{ns}.{meta['name']}.{metric}", *(f"{ns}.{o}.{metric}" for o in owners)]
+    keys += [f"{ns}.tag-{tag}.{metric}"] if tag else []
+    keys += [f"{ns}.{metric}", metric]
     for key in keys:
         if key in values:
             return values[key]

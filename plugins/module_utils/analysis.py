@@ -37,6 +37,9 @@ import socket
 import string
 import time
 
+from ansible_collections.icn.super_node.plugins.module_utils.kube import (
+    RETRY_STATUSES, RetryPolicy, retry_after)
+
 try:
     from urllib.error import HTTPError, URLError
     from urllib.parse import urlencode
@@ -58,6 +61,11 @@ CHECK_KEYS = ("name", "query", "condition", "baseline", "baseline_floor", "inter
 
 class AnalysisError(Exception):
     """Prometheus could not be read (not a failed check)."""
+
+
+class QueryError(AnalysisError):
+    """Prometheus answered, but the query is wrong (rejected, or more than one series): a failed
+    region, whatever rollout_analysis_on_error says, since no retry or wait would help."""
 
 
 class Condition:
@@ -180,28 +188,33 @@ class Prometheus:
         self.url = url.rstrip("/")
         self.request_timeout = request_timeout
         self.grace = grace
+        self.retry = RetryPolicy(grace)  # the collection's backoff, as for the Kubernetes APIs
         self.sleep = sleep
 
     def _get(self, path, params):
         url = "%s%s?%s" % (self.url, path, urlencode(params))
-        deadline = time.monotonic() + self.grace
-        delay = 0.5
+        started, attempts = time.monotonic(), 0
         while True:
+            after = None
             try:
                 with urlopen(Request(url, headers={"Accept": "application/json"}),
                              timeout=self.request_timeout) as resp:
                     body = json.loads(resp.read().decode("utf-8"))
                 break
             except HTTPError as err:
-                if err.code == 400 or err.code == 422:  # a bad query: no retry helps
-                    raise AnalysisError("%s rejected the query: %s" % (self.url, _error_text(err)))
+                if err.code in (400, 422):  # a bad query: no retry helps
+                    raise QueryError("%s rejected the query: %s" % (self.url, _error_text(err)))
+                if err.code not in RETRY_STATUSES:
+                    raise AnalysisError("Prometheus %s answered HTTP %d" % (self.url, err.code))
                 problem = "HTTP %d" % err.code
+                after = retry_after(err.headers.get("Retry-After") if err.headers else None)
             except (URLError, socket.timeout, ConnectionError, OSError, ValueError) as err:
                 problem = str(getattr(err, "reason", err))
-            if time.monotonic() + delay > deadline:
+            attempts += 1
+            wait = self.retry.delay(attempts, time.monotonic() - started, after)
+            if wait is None:
                 raise AnalysisError("Prometheus %s did not answer for %ss (%s)" % (self.url, self.grace, problem))
-            self.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            self.sleep(wait)
         if body.get("status") != "success":
             raise AnalysisError("%s: %s" % (self.url, body.get("error") or body))
         return body["data"]
@@ -219,7 +232,7 @@ class Prometheus:
             if not result:
                 return None
             if len(result) > 1:
-                raise AnalysisError("the query returns %d series, not one: aggregate it (sum, max, avg): %s"
+                raise QueryError("the query returns %d series, not one: aggregate it (sum, max, avg): %s"
                                     % (len(result), query))
             number = float(result[0]["value"][1])
         return None if math.isnan(number) else number

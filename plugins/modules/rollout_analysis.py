@@ -139,7 +139,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.icn.super_node.plugins.module_utils.analysis import (
-    AnalysisError, Condition, Prometheus, check_problems, describe_alerts, duration_seconds, fill,
+    AnalysisError, Condition, Prometheus, QueryError, check_problems, describe_alerts, duration_seconds, fill,
     median,
     placeholders_for)
 
@@ -153,7 +153,6 @@ def placeholders(target, window):
 class Check:
     def __init__(self, spec, region, peers, window, interval, samples):
         self.name = spec["name"]
-        self.template = spec["query"]
         self.query = fill(spec["query"], placeholders(region, window))
         self.condition = Condition(spec["condition"])
         self.baseline = spec.get("baseline", "none")
@@ -179,14 +178,14 @@ class Check:
 
 def baseline_of(check, clients, region, started, at):
     """(baseline, how): the peers' median at `at`, or the region's own value before its upgrade."""
-    values = []
+    values = {}
     for peer, query in check.peer_queries:
         value = clients[peer["url"]].value(query, at)
         if value is not None:
-            values.append(value)
+            values[peer["name"]] = value
     if values:
-        how = "median of %d peer(s) %s" % (len(values), ", ".join(p["name"] for p in check.peers))
-        return max(median(values), check.floor), how
+        how = "median of %d peer(s) %s" % (len(values), ", ".join(values))
+        return max(median(list(values.values())), check.floor), how
     if started is None:
         return None, "no peer has data and the upgrade's start is unknown"
     value = clients[region["url"]].value(check.query, started)
@@ -252,9 +251,16 @@ def main():
     checks = [Check(c, region, [t for t in p["peers"] if t.get("url")], p["window"], p["interval"], p["samples"])
               for c in p["checks"]]
     result = dict(changed=False, checks=[], alerts_firing=[], stopped=False, skipped=False)
-    if p["mode"] == "list" or module.check_mode:
+
+    def finish(failed_msg=None):
+        """Every way out: the checks as they stand, then exit, or fail with failed_msg."""
         result["checks"] = [c.report() for c in checks]
+        if failed_msg:
+            module.fail_json(msg=failed_msg, **result)
         module.exit_json(**result)
+
+    if p["mode"] == "list" or module.check_mode:
+        finish()
 
     result["at"] = time.time()  # the gate's time: the soak's baseline of the region before its upgrade
     clients = {}
@@ -271,10 +277,9 @@ def main():
         if firing:
             result["alerts_firing"] = [dict(labels=a["labels"], annotations=a.get("annotations", {}))
                                        for a in firing]
-            result["checks"] = [c.report() for c in checks]
-            module.fail_json(msg="rollout stopped %s region %s: alert(s) firing: %s"
-                             % ("before" if p["mode"] == "gate" else "during the soak of", region["name"],
-                                describe_alerts(firing)), **result)
+            finish("rollout stopped %s region %s: alert(s) firing: %s"
+                   % ("before" if p["mode"] == "gate" else "during the soak of", region["name"],
+                      describe_alerts(firing)))
 
     try:
         if p["mode"] == "gate":
@@ -283,8 +288,7 @@ def main():
                 clients[region["url"]].value(check.query)
                 for peer, query in check.peer_queries:
                     clients[peer["url"]].value(query)
-            result["checks"] = [c.report() for c in checks]
-            module.exit_json(**result)
+            finish()
 
         start = time.time()
         deadline = start + p["delay"] + p["timeout"]
@@ -316,32 +320,27 @@ def main():
                 sample["passed"] = check.condition.holds(value, sample.get("baseline"))
                 check.samples.append(sample)
                 if not sample["passed"]:
-                    result["checks"] = [c.report() for c in checks]
-                    module.fail_json(msg=failure(check, sample, region), **result)
+                    finish(failure(check, sample, region))
             if all(c.passing() for c in checks):
-                result["checks"] = [c.report() for c in checks]
-                module.exit_json(**result)
+                finish()
             if time.time() > deadline:
                 short = ["%s (%d of %d samples, %d without data)" % (c.name, len(c.samples), c.needed, c.no_data)
                          for c in checks if not c.passing()]
-                result["checks"] = [c.report() for c in checks]
-                module.fail_json(msg="region %s failed its metric analysis: after %ss, not every check has "
-                                     "its samples: %s" % (region["name"], p["timeout"], "; ".join(short)),
-                                 **result)
+                finish("region %s failed its metric analysis: after %ss, not every check has its samples: %s"
+                       % (region["name"], p["timeout"], "; ".join(short)))
             due = min([c.next_at for c in checks if not c.passing()] + [next_alerts])
             time.sleep(max(0.2, min(due - time.time(), 5.0)))
+    except QueryError as err:
+        finish("region %s: the metric analysis' query is wrong: %s" % (region["name"], err))
     except AnalysisError as err:
-        result["checks"] = [c.report() for c in checks]
         msg = "region %s: the metric analysis could not read Prometheus: %s" % (region["name"], err)
-        if "rejected the query" in str(err):
-            module.fail_json(msg=msg, **result)
         if p["on_error"] == "pass":
             result["skipped"] = True
             module.warn(msg + " (rollout_analysis_on_error=pass: the region passes unjudged)")
         else:
             result["stopped"] = True
             result["msg"] = msg
-        module.exit_json(**result)
+        finish()
 
 
 if __name__ == "__main__":
