@@ -207,7 +207,9 @@ def test_an_alert_that_fires_during_a_soak_rolls_the_region_back(lab, inventory,
     filler = threading.Thread(target=fill_when_upgraded, daemon=True)
     filler.start()
     try:
-        run = upgrade(inventory, "v1.6.0", tmp_path)
+        # 6 samples: a soak of about 55 s, well past the ~30 s an alert takes to fire here (exporter
+        # snapshot, scrape, evaluation, `for: 5s`, the gate's next read of the alerts)
+        run = upgrade(inventory, "v1.6.0", tmp_path, "-e", "rollout_analysis_samples=6")
     finally:
         stop.set()
         filler.join(5)
