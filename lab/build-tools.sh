@@ -21,6 +21,7 @@ log() { printf '[build-tools] %s\n' "$*" >&2; }
 # that a newcomer knows how long to wait. The go tool's own output goes to $cache/logs/<tool>.log.
 declare -A TOOK=([etcd]="37 s" [helm]="67 s" [kubernetes]="6 min 2 s" [kwok]="74 s"
                  [istio]="3 min 45 s" [prometheus]="7 min 30 s for both binaries, beside two other builds" [promcrds]="2 s"
+                 [adapter]="3 min 14 s, beside a lab starting"
                  [kind]="10 s" [containerd]="2 min 54 s" [kubenode]="1 min 40 s, after kubernetes"
                  [pause]="1 s")
 
@@ -198,6 +199,20 @@ build_prometheus() {
   rm -rf "$m"; finish prometheus "$out"
 }
 
+# prometheus-adapter (sigs.k8s.io/prometheus-adapter, cmd/adapter): in a lab with Prometheus it serves
+# custom.metrics.k8s.io from the lab's Prometheus with the rule the monitoring role writes, so the HPA
+# scales on PromQL over the pods' byte counters. v0.12.0 is the newest the proxy serves here (v0.13.0
+# refused on 2026-12-03).
+cached_adapter() { [ -x "$cache/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION/bin/prometheus-adapter" ]; }
+build_adapter() {
+  local out="$cache/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION"
+  local m="$out.tmp/src"; scratch_module "$m"
+  (cd "$m" && go get "sigs.k8s.io/prometheus-adapter@v$PROMETHEUS_ADAPTER_VERSION" >&2 &&
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/bin/prometheus-adapter" \
+      sigs.k8s.io/prometheus-adapter/cmd/adapter >&2)
+  rm -rf "$m"; finish adapter "$out"
+}
+
 # The CustomResourceDefinitions of prometheus-operator that the chart renders objects of (ServiceMonitor,
 # PrometheusRule, and PodMonitor beside them), from its Go module (example/prometheus-operator-crd): the
 # lab started with --prometheus installs them, as kube-prometheus-stack would. Nothing is built.
@@ -275,6 +290,7 @@ bin_etcd() { echo "ETCD_BIN=$cache/etcd-$ETCD_VERSION/bin"; }
 bin_kubernetes() { echo "KUBE_BIN=$cache/kubernetes-$K8S_VERSION/bin"; }
 bin_helm() { echo "HELM_BIN=$cache/helm-$HELM_VERSION/bin"; }
 bin_prometheus() { echo "PROMETHEUS_BIN=$cache/prometheus-$PROMETHEUS_VERSION/bin"; }
+bin_adapter() { echo "PROMETHEUS_ADAPTER_BIN=$cache/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION/bin"; }
 bin_promcrds() { echo "PROMETHEUS_CRDS=$cache/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION"; }
 bin_istio() { echo "ISTIO_BIN=$cache/istio-$ISTIO_MODULE_VERSION/bin"; }
 bin_kind() { echo "KIND_BIN=$cache/kind-$KIND_VERSION/bin"; }
