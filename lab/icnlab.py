@@ -6,11 +6,13 @@ kube-controller-manager, kube-scheduler and the kwok controller, all built from
 source by lab/build-tools.sh. kwok stands in for the kubelets: it keeps fake nodes
 alive and moves pods through their lifecycle according to Stage objects that this
 script writes into each cluster. lab/metrics_api.py, started here too, serves the metrics APIs
-(metrics.k8s.io, custom.metrics.k8s.io) that the HPA controller reads, from per-pod values that
-tests set in the ConfigMap kube-system/lab-metrics of each cluster. With --prometheus, the lab also
-installs prometheus-operator's CRDs and runs lab/exporter.py (the series of kube-state-metrics, the
-kubelets and the Super-Nodes themselves, and what prometheus-operator would configure) and one
-Prometheus server for every region (.lab/prometheus; its URL in .lab/lab.json).
+that the HPA controller reads (metrics.k8s.io; custom.metrics.k8s.io too without --prometheus),
+from per-pod values that tests set in the ConfigMap kube-system/lab-metrics of each cluster. With
+--prometheus, the lab also installs prometheus-operator's CRDs and runs lab/exporter.py (the series
+of kube-state-metrics, the kubelets and the Super-Nodes themselves, and what prometheus-operator
+would configure), one Prometheus server for every region (.lab/prometheus; its URL in
+.lab/lab.json) and, through lab/adapter.py, one prometheus-adapter per cluster serving
+custom.metrics.k8s.io from that Prometheus.
 
     icnlab.py up [--regions N] [--topology multi|single] [--ready-delay-ms MS] [--prometheus]
     icnlab.py status
@@ -578,9 +580,11 @@ def start_helper(cmd: list[str], ports_file: Path, logfile: Path, what: str) -> 
     return proc.pid, json.loads(ports_file.read_text())
 
 
-def metrics_objects(ip: str, port: int) -> list[dict]:
+def metrics_objects(ip: str, port: int, custom: bool = True) -> list[dict]:
     """What registers the metrics API of one cluster: APIServices, a Service without selector
-    and its Endpoints (this machine's address), and the ConfigMap of values."""
+    and its Endpoints (this machine's address), and the ConfigMap of values. custom=False: the
+    lab's metrics API serves metrics.k8s.io only (in a lab with Prometheus, prometheus-adapter
+    serves custom.metrics.k8s.io)."""
     meta = {"name": METRICS_NAME, "namespace": "kube-system",
             "labels": {"app.kubernetes.io/part-of": "icn-lab"}}
     objs: list[dict] = [
@@ -590,7 +594,14 @@ def metrics_objects(ip: str, port: int) -> list[dict]:
         {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
          "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port}]}]},
     ]
-    for group, version in METRICS_APISERVICES:
+    objs += apiservices([(g, v) for g, v in METRICS_APISERVICES if custom or g == "metrics.k8s.io"],
+                        "kube-system", METRICS_NAME)
+    return objs
+
+
+def apiservices(group_versions: list[tuple[str, str]], namespace: str, service: str) -> list[dict]:
+    objs = []
+    for group, version in group_versions:
         objs.append({
             "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
             "metadata": {"name": f"{version}.{group}",
@@ -598,7 +609,7 @@ def metrics_objects(ip: str, port: int) -> list[dict]:
             "spec": {"group": group, "version": version, "insecureSkipTLSVerify": True,
                      "groupPriorityMinimum": 100,
                      "versionPriority": 200 if version == "v1beta2" else 100,
-                     "service": {"namespace": "kube-system", "name": METRICS_NAME, "port": 443}},
+                     "service": {"namespace": namespace, "name": service, "port": 443}},
         })
     return objs
 
@@ -621,16 +632,23 @@ def install_monitoring_crds(tools: Tools, context: str, crds: Path) -> None:
     files = sorted(crds.glob("*.yaml"))
     args = [a for f in files for a in ("-f", str(f))]
     run(tools.kubectl_cmd(context, "apply", "--server-side", "--force-conflicts", *args), timeout=120)
-    names = [f"crd/{f.stem}.monitoring.coreos.com" for f in files]
-    # `kubectl wait` fails on a CRD whose status is not written yet: poll until each is Established.
-    query = '{range .items[*]}{.status.conditions[?(@.type=="Established")].status}{"\\n"}{end}'
-    deadline = time.time() + 60
+    wait_condition(tools, context, [f"crd/{f.stem}.monitoring.coreos.com" for f in files],
+                   "Established", "prometheus-operator's CRDs", 60)
+
+
+def wait_condition(tools: Tools, context: str, refs: list[str], condition: str, what: str,
+                   timeout: float) -> None:
+    """Polls until every object of `refs` has `condition` True. (`kubectl wait` fails on an object
+    whose status is not written yet, as a CRD's or an APIService's just after its creation.)"""
+    query = '{range .items[*]}{.status.conditions[?(@.type=="%s")].status}{"\\n"}{end}' % condition
+    deadline = time.time() + timeout
     while True:
-        out = run(tools.kubectl_cmd(context, "get", *names, "-o", f"jsonpath={query}"), check=False)
-        if out.returncode == 0 and out.stdout.split() == ["True"] * len(names):
+        out = run(tools.kubectl_cmd(context, "get", *refs, "-o", f"jsonpath={query}"), check=False)
+        if out.returncode == 0 and out.stdout.split() == ["True"] * len(refs):
             return
         if time.time() > deadline:
-            raise LabError(f"{context}: prometheus-operator's CRDs not Established after 60 s: {out.stderr.strip()}")
+            raise LabError(f"{context}: {what} not {condition} after {timeout:.0f} s: "
+                           f"{(out.stdout + ' ' + out.stderr).strip()}")
         time.sleep(0.5)
 
 
@@ -704,6 +722,80 @@ def start_prometheus(state: dict, tools: Tools, region_of: dict[str, list[str]])
     log(f"Prometheus: {url} (scrapes every {SCRAPE_SECONDS}s; log {prometheus_log})")
 
 
+# Where the lab's prometheus-adapter is, as the monitoring role looks for it (its defaults).
+ADAPTER_NAMESPACE, ADAPTER_NAME = "monitoring", "prometheus-adapter"
+ADAPTER_IMAGE_TAG = "v0.12.0"  # shown on the kwok pod; the process runs from the built binary
+
+
+# The adapter's config before the monitoring role adds its rule: one rule like the chart's defaults
+# (container CPU seconds; the lab serves no such series). An adapter with no rule at all serves no
+# custom.metrics.k8s.io, and the role would then choose a CPU-only HPA.
+ADAPTER_CONFIG = """rules:
+- seriesQuery: '{__name__=~"^container_.*",container!="POD",namespace!="",pod!=""}'
+  resources:
+    overrides:
+      namespace: {resource: namespace}
+      pod: {resource: pod}
+  name:
+    matches: ^container_(.*)_seconds_total$
+    as: ""
+  metricsQuery: sum(rate(<<.Series>>{<<.LabelMatchers>>,container!="POD"}[5m])) by (<<.GroupBy>>)
+"""
+
+
+def adapter_objects(ip: str, port: int) -> list[dict]:
+    """prometheus-adapter as its Helm chart installs it (a Deployment and the ConfigMap of its
+    config.yaml, with the chart's kind of default rule: the monitoring role adds the Super-Node's) and what registers it:
+    a Service without selector, its Endpoints (this machine's address, where lab/adapter.py runs
+    the adapter of this cluster) and the custom.metrics.k8s.io APIServices."""
+    meta = {"name": ADAPTER_NAME, "namespace": ADAPTER_NAMESPACE,
+            "labels": {"app.kubernetes.io/name": ADAPTER_NAME, "app.kubernetes.io/part-of": "icn-lab"}}
+    selector = {"app.kubernetes.io/name": ADAPTER_NAME}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ADAPTER_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"config.yaml": ADAPTER_CONFIG}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+         "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+                  "template": {"metadata": {"labels": selector},
+                               "spec": {"containers": [{
+                                   "name": ADAPTER_NAME,
+                                   "image": f"registry.k8s.io/prometheus-adapter/prometheus-adapter:{ADAPTER_IMAGE_TAG}",
+                                   "args": ["--config=/etc/adapter/config.yaml"]}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
+         "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port}]}]},
+        *apiservices([(g, v) for g, v in METRICS_APISERVICES if g == "custom.metrics.k8s.io"],
+                     ADAPTER_NAMESPACE, ADAPTER_NAME),
+    ]
+
+
+def start_adapter(state: dict, tools: Tools, clusters: dict[str, str], ip: str) -> None:
+    """lab/adapter.py, which runs one prometheus-adapter per cluster against the lab's
+    Prometheus, and the objects that make each cluster's aggregator serve it."""
+    bin_dir = tool_dirs(("adapter",))["PROMETHEUS_ADAPTER_BIN"]
+    directory = PROMETHEUS_DIR / "adapter"
+    ports_file = directory / "ports.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    ports_file.unlink(missing_ok=True)
+    state["adapter_pid"], ports = start_helper(
+        [sys.executable, str(ROOT / "lab" / "adapter.py"), "--kubeconfig", str(KUBECONFIG),
+         "--bin", str(bin_dir / "prometheus-adapter"), "--dir", str(directory),
+         "--prometheus-url", state["prometheus_url"], "--ports-file", str(ports_file),
+         *(f"{c}={cluster_dir(n)}" for c, n in clusters.items())],
+        ports_file, directory / "supervisor.log", "the lab's prometheus-adapter")
+    save_state(state)
+    names = [f"{v}.{g}" for g, v in METRICS_APISERVICES if g == "custom.metrics.k8s.io"]
+
+    def one(context: str) -> None:
+        apply(tools, context, adapter_objects(ip, ports[context]))
+        wait_condition(tools, context, [f"apiservice/{n}" for n in names], "Available",
+                       "prometheus-adapter's custom.metrics.k8s.io", 90)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(one, clusters))
+    log(f"prometheus-adapter: custom.metrics.k8s.io in every cluster (log {directory}/<context>/adapter.log)")
+
+
 def write_staking_keys(regions: list[str]) -> None:
     """Lab-only staking keys (random, 32 bytes each, hex) for inventories/local."""
     import secrets
@@ -756,11 +848,13 @@ def cmd_up(args: argparse.Namespace) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
         list(pool.map(lambda c: seed_cluster(tools, c, region_of[c], args.topology,
                                              args.ready_delay_ms,
-                                             metrics_objects(ip, ports[c])), clusters))
+                                             metrics_objects(ip, ports[c], custom=not args.prometheus)),
+                      clusters))
     state["pids"] = {c: cluster_pids(n) for c, n in clusters.items()}
     save_state(state)
     if args.prometheus:
         start_prometheus(state, tools, region_of)
+        start_adapter(state, tools, clusters, ip)
     if args.topology == "multi":
         write_inventory(regions, catalogue)
     state["started_seconds"] = round(time.time() - tools_ready, 1)
@@ -817,6 +911,9 @@ def cmd_status(_args: argparse.Namespace) -> None:
         up = alive(state.get("prometheus_pid") or 0) and alive(state.get("exporter_pid") or 0)
         print(f"Prometheus: {state['prometheus_url']}  ({'running' if up else 'NOT RUNNING'}; "
               f"rules and targets from the clusters' PrometheusRules and ServiceMonitors)")
+        adapter = "running" if alive(state.get("adapter_pid") or 0) else "NOT RUNNING"
+        print(f"prometheus-adapter: {adapter} (custom.metrics.k8s.io: the HPA's bandwidth, PromQL "
+              f"over the pods' byte counters; metrics.k8s.io: the lab's metrics API)")
     else:
         print("Prometheus: none (started without --prometheus; the HPA reads the lab's metrics API)")
 
@@ -864,7 +961,7 @@ def cmd_down(_args: argparse.Namespace) -> None:
         recorded = state.get("pids", {})
         for pid in set(pids.values()) | {p for c in recorded.values() for p in c.values()}:
             stop_pid(pid)
-    for key in ("prometheus_pid", "exporter_pid", "metrics_api_pid"):
+    for key in ("adapter_pid", "prometheus_pid", "exporter_pid", "metrics_api_pid"):
         if state.get(key):
             stop_pid(state[key])
     import shutil

@@ -3,8 +3,9 @@
 
 One process serves every cluster of the lab, one HTTPS port per cluster. icnlab.py registers
 each port in its cluster as the APIServices v1beta1.metrics.k8s.io (pod CPU and memory, what
-metrics-server serves) and v1beta2/v1beta1.custom.metrics.k8s.io (Pods metrics such as
-network_bandwidth_utilization, what prometheus-adapter serves). kube-apiserver's aggregator
+metrics-server serves) and, in a lab without Prometheus, v1beta2/v1beta1.custom.metrics.k8s.io
+(Pods metrics such as network_bandwidth_utilization, what prometheus-adapter serves; with
+Prometheus, the real adapter does: lab/adapter.py). kube-apiserver's aggregator
 proxies to it (--enable-aggregator-routing: straight to the Endpoints address, as there is no
 kube-proxy), and kube-controller-manager's HPA controller reads it like any metrics API.
 
