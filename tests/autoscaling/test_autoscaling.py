@@ -1,13 +1,16 @@
-"""Autoscaling on bandwidth, end to end, against the multi-cluster lab.
+"""Autoscaling on bandwidth, end to end, against the multi-cluster lab with Prometheus.
 
-The lab's metrics API (lab/metrics_api.py) serves per-pod values that the tests set in the
-ConfigMap kube-system/lab-metrics of a region; kube-controller-manager's real HPA controller reads
-them through the aggregator every 5 s and scales the region's StatefulSet. The Super-Nodes are
-deployed by deploy.yml (with the monitoring role) as an operator would, with short HPA periods so
-that a scale-down does not take ten minutes.
+The bandwidth the HPA reads is computed as in production: the pods' byte counters
+(icn_super_node_network_bytes_total, served by lab/exporter.py at the rate a test sets in the
+ConfigMap kube-system/lab-metrics of a region) are scraped by the lab's Prometheus, and the real
+prometheus-adapter (run by lab/adapter.py) serves custom.metrics.k8s.io with the rule the
+monitoring role writes into its config: the per-pod rate of the counter, in bits/s, over the lab's
+20 s window (inventories/local; production 2m). kube-controller-manager's real HPA controller reads
+it through the aggregator and scales the region's StatefulSet. Pod CPU still comes from the lab's
+metrics API (metrics.k8s.io). The Super-Nodes are deployed by deploy.yml, as an operator would,
+with short HPA periods so that a scale-down does not take ten minutes.
 
-What the lab cannot show: no traffic flows and no Prometheus or prometheus-adapter runs; the
-values are what the tests say the pods measure.
+What the lab cannot show: no traffic flows; the counters grow at the rate the tests say.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from playbook import local_inventory, run_playbook
 
 pytestmark = pytest.mark.multi
 NS = "icn"
-METRIC = "network_bandwidth_utilization"
+METRIC = "network_bandwidth_utilization"  # the adapter's name for it (monitoring role)
+COUNTER = "icn_super_node_network_bytes_total"
 # Short HPA periods for the tests: scale up at once, at most 2 pods per 20 s; scale down 20 s
 # after the load dropped, all the way at once. (The chart's defaults: 60 s / 600 s windows.)
 SCALE_DOWN_WINDOW = 20
@@ -78,9 +82,23 @@ def reset_metrics(c) -> None:
         c.set_pod_metrics(extra)
 
 
-def set_bandwidth(c, region: str, value: str | None) -> None:
-    """Every pod of the region's StatefulSet reports `value` (None: the lab's default, 100M)."""
-    c.set_pod_metrics({f"{NS}.icn-super-node-{region}.{METRIC}": value})
+def set_bandwidth(c, region: str, mbit: int | None) -> None:
+    """Every pod of the region's StatefulSet counts bytes at `mbit` Mbit/s from now on (None: the
+    exporter's default, 100 Mbit/s)."""
+    c.set_pod_metrics({f"{NS}.icn-super-node-{region}.{COUNTER}": None if mbit is None else f"{mbit / 8}M"})
+
+
+def current_bandwidth(c, region: str) -> float | None:
+    """The HPA's current average of the Pods metric, in bits/s."""
+    for m in hpa(c, region).status.current_metrics or []:
+        if m.type == "Pods":
+            return parse_quantity(m.pods.current.average_value)
+    return None
+
+
+def parse_quantity(text: str) -> float:
+    suffix = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+    return float(text[:-1]) * suffix[text[-1]] if text[-1] in suffix else float(text)
 
 
 def replicas(c, region: str) -> int:
@@ -99,15 +117,24 @@ def hpa(c, region: str):
     return c.autoscaling.read_namespaced_horizontal_pod_autoscaler(f"icn-super-node-{region}", NS)
 
 
-def test_the_hpa_reads_the_lab_metrics_api(lab, deployed):
-    """Every region's HPA gets both metrics from the lab's APIs: 100M against 800M, CPU 10%."""
+def test_the_hpa_reads_bandwidth_from_prometheus_adapter(lab, deployed):
+    """Every region's HPA gets its bandwidth from prometheus-adapter (the pods' counters at the
+    exporter's default 100 Mbit/s, as PromQL computes it) against 800M, and CPU 10%."""
     for region, c in lab.items():
+        services = {a["metadata"]["name"]: a["spec"]["service"]
+                    for a in apiservices(c, "custom.metrics.k8s.io")}
+        assert services and all((s["namespace"], s["name"]) == ("monitoring", "prometheus-adapter")
+                                for s in services.values()), services
+        rules = yaml.safe_load(c.core.read_namespaced_config_map(
+            "prometheus-adapter", "monitoring").data["config.yaml"])["rules"]
+        assert any(r["name"]["as"] == METRIC and "[20s]" in r["metricsQuery"] for r in rules), rules
+
         def current():
             metrics = {m.type: m for m in hpa(c, region).status.current_metrics or []}
             return metrics if {"Pods", "Resource"} <= set(metrics) else None
-        metrics = wait_for(current, 60, f"{region}: the HPA's current metrics")
+        metrics = wait_for(current, 90, f"{region}: the HPA's current metrics")
         assert metrics["Pods"].pods.metric.name == METRIC
-        assert metrics["Pods"].pods.current.average_value == "100M"
+        assert current_bandwidth(c, region) == pytest.approx(100e6, rel=0.05)
         assert metrics["Resource"].resource.current.average_utilization == 10
         spec = hpa(c, region).spec
         assert spec.metrics[1].pods.target.average_value == "800M", "80% of 1 Gbps"
@@ -122,42 +149,44 @@ def test_bandwidth_scales_one_region_up_to_4_then_8_and_back_to_2_keeping_volume
               for r in others}
     assert replicas(c, region) == 2
     try:
-        # 900M per pod, over the 800M target: the HPA adds pods, at most 2 per period (the
-        # scale-up policy), so it gets to 4 first.
-        set_bandwidth(c, region, "900M")
+        # 900 Mbit/s per pod, over the 800M target: the HPA adds pods (at most 2 per period; a new
+        # pod counts as idle until Prometheus has two samples of it), so it gets to 4 first.
+        set_bandwidth(c, region, 900)
         started = time.monotonic()
-        wait_for(lambda: replicas(c, region) >= 4, 60, f"{region} scaled to 4")
+        seen = wait_for(lambda: current_bandwidth(c, region) if replicas(c, region) >= 4 else None,
+                        120, f"{region} scaled to 4")
         up_seconds = time.monotonic() - started
-        # 840M per pod: within the HPA's 10% tolerance of 800M, so it keeps 4, also while a new
-        # pod is not Running yet (the HPA then counts fewer pods).
-        set_bandwidth(c, region, "840M")
+        assert seen > 800e6, f"the HPA scaled on {seen / 1e6:.0f}M from the adapter"
+        # 800 Mbit/s per pod, the target: the HPA keeps 4, also while a new pod is not Running yet.
+        set_bandwidth(c, region, 800)
         assert replicas(c, region) == 4, "at most 2 pods per scale-up period"
         wait_for(lambda: ready_with_bound_volumes(c, region, 4), 60, "4 Ready pods, volumes Bound")
+        wait_for(lambda: abs((current_bandwidth(c, region) or 0) - 800e6) < 20e6, 60, "800M at the HPA")
         time.sleep(12)  # two more HPA syncs
         assert replicas(c, region) == 4 and hpa(c, region).status.desired_replicas == 4
 
-        # More load: 1.6G per pod wants 8 pods, the maximum (8 nodes per region).
-        set_bandwidth(c, region, "1600M")
-        wait_for(lambda: ready_with_bound_volumes(c, region, 8), 120, "8 Ready pods, volumes Bound")
+        # More load: 1.6 Gbit/s per pod wants 8 pods, the maximum (8 nodes per region).
+        set_bandwidth(c, region, 1600)
+        wait_for(lambda: ready_with_bound_volumes(c, region, 8), 180, "8 Ready pods, volumes Bound")
         time.sleep(6)
         assert replicas(c, region) == 8 and hpa(c, region).status.desired_replicas == 8
         limited = {x.type: x for x in hpa(c, region).status.conditions}["ScalingLimited"]
         assert limited.status == "True" and limited.reason == "TooManyReplicas"
 
-        # Back to 100M: 2 pods, but not before the scale-down stabilization window.
-        set_bandwidth(c, region, "100M")
+        # Back to 100 Mbit/s: 2 pods, but not before the scale-down stabilization window.
+        set_bandwidth(c, region, 100)
         dropped = time.monotonic()
-        wait_for(lambda: replicas(c, region) < 8, SCALE_DOWN_WINDOW + 30, "the scale-down")
+        wait_for(lambda: replicas(c, region) < 8, SCALE_DOWN_WINDOW + 60, "the scale-down")
         down_after = time.monotonic() - dropped
         wait_for(lambda: ready_with_bound_volumes(c, region, 2), 60, "2 Ready pods")
         wait_for(lambda: len(c.pods(NS, f"icn.network/region={region}")) == 2, 60, "2 pods left")
     finally:
         set_bandwidth(c, region, None)
     print(f"\n{region}: 2 -> 4 in {up_seconds:.1f}s; scale-down began {down_after:.1f}s after "
-          f"the load dropped (window {SCALE_DOWN_WINDOW}s)")
-    # The last high recommendation can be one HPA sync (5 s) plus the lab's 1 s cache older than
-    # the drop, so the window may end up to 6 s after it.
-    assert down_after >= SCALE_DOWN_WINDOW - 7, "scaled down before the stabilization window"
+          f"the load dropped (window {SCALE_DOWN_WINDOW}s, rate window 20s)")
+    # The rate over 20 s falls below the scale-down point some seconds after the drop; the window
+    # starts then. The last high recommendation can be one HPA sync (5 s) older than the drop.
+    assert down_after >= SCALE_DOWN_WINDOW - 5, "scaled down before the stabilization window"
     name = f"icn-super-node-{region}"
     pvcs = {p.metadata.name: p.status.phase
             for p in c.core.list_namespaced_persistent_volume_claim(NS).items}

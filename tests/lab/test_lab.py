@@ -191,10 +191,21 @@ def running(pid: int) -> bool:
         return False
 
 
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 def test_lab_down_leaves_no_process_and_no_listening_port(tmp_path):
-    """A one-region lab of its own, in its own folder, started and stopped."""
+    """A one-region lab of its own, in its own folder, with Prometheus, started and stopped."""
     lab_dir = tmp_path / "lab"
-    proc = icnlab("up", "--regions", "1", lab_dir=lab_dir)
+    proc = icnlab("up", "--regions", "1", "--prometheus", lab_dir=lab_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = lab_state(lab_dir)
     pids = [pid for comp in state["pids"].values() for pid in comp.values()]
@@ -202,6 +213,14 @@ def test_lab_down_leaves_no_process_and_no_listening_port(tmp_path):
     pids.append(state["metrics_api_pid"])  # the lab's metrics API (lab/metrics_api.py)
     metrics_port = json.loads((lab_dir / "metrics-api.ports.json").read_text())["icn-na-west"]
     assert metrics_port in listening_ports()
+    # Prometheus, the exporter, and lab/adapter.py with the prometheus-adapter it runs.
+    pids += [state["prometheus_pid"], state["exporter_pid"], state["adapter_pid"]]
+    adapters = children(state["adapter_pid"])
+    assert len(adapters) == 1, f"one prometheus-adapter for the one cluster: {adapters}"
+    pids += adapters
+    adapter_port = json.loads((lab_dir / "prometheus/adapter/ports.json").read_text())["icn-na-west"]
+    prometheus_port = int(state["prometheus_url"].rsplit(":", 1)[1])
+    assert {adapter_port, prometheus_port} <= listening_ports()
     server = next(iter((Cluster("icn-na-west", lab_dir / "kubeconfig").api.configuration.host,)))
     port = int(server.rsplit(":", 1)[1])
     assert port in listening_ports()
@@ -210,7 +229,7 @@ def test_lab_down_leaves_no_process_and_no_listening_port(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     alive = [pid for pid in pids if running(pid)]
     assert not alive, f"lab processes still running after down: {alive}"
-    assert port not in listening_ports() and metrics_port not in listening_ports()
+    assert not {port, metrics_port, adapter_port, prometheus_port} & listening_ports()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     assert not lab_dir.exists()
