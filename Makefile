@@ -86,7 +86,7 @@ test-lab: venv tools
 
 # Benchmarks (bench/bench.py; not part of make test): each starts its own lab in .lab-bench.
 # bench-deploy: the lab's configuration, then the production one (Istio on), REGIONS regions.
-.PHONY: bench-deploy bench-upgrade bench-fleet
+.PHONY: bench-deploy bench-upgrade bench-analysis bench-fleet
 bench-deploy: venv lab-tools
 	bash lab/build-tools.sh istio >/dev/null
 	python bench/bench.py deploy --regions $(REGIONS)
@@ -97,6 +97,11 @@ bench-upgrade: venv lab-tools
 	bash lab/build-tools.sh istio >/dev/null
 	python bench/bench.py upgrade --regions $(REGIONS)
 	python bench/bench.py upgrade --istio --regions $(REGIONS)
+
+# bench-analysis: upgrade.yml's metric analysis against a plain soak as long (3 regions, with Prometheus).
+bench-analysis: venv lab-tools
+	bash lab/build-tools.sh prometheus promcrds adapter >/dev/null
+	python bench/bench.py analysis --regions 3
 
 # deploy.yml on 3, 7 and 14 regions (beyond seven, lab/fleet.yaml's), in one run.
 bench-fleet: venv lab-tools

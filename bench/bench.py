@@ -12,6 +12,10 @@ one run on the lab and printed side by side. Not a test: the figures depend on t
         upgrade.yml (a tag rollout, then a values-only one) vs. a `helm upgrade --wait` loop
         with no gates; gate overhead per region. --istio: the production configuration, the
         loop with the values deploy.yml gave the chart there
+    python bench/bench.py analysis [--regions N]
+        upgrade.yml with the metric analysis (the lab's Prometheus, the shipped checks at the lab's
+        pace) vs. upgrade.yml with a plain soak as long as the analysis' own (delay + (samples - 1)
+        x interval): the time the checks add per region
     python bench/bench.py fleet [--regions 3 7 14]
         deploy.yml, fresh and no-op, on labs of each size, against the 7-region one
 
@@ -151,10 +155,10 @@ def helm_loop(tmp: Path, tag: str, install: bool, memory: str | None = None,
     return time.monotonic() - started
 
 
-def fresh_lab():
+def fresh_lab(*extra: str):
     if (LAB / "lab.json").exists():
         lab("down")
-    lab("up", "--regions", str(len(REGIONS)))
+    lab("up", "--regions", str(len(REGIONS)), *extra)
 
 
 def helm_revisions() -> dict:
@@ -441,9 +445,41 @@ def bench_upgrade(tmp: Path, istio: bool = False) -> list[str]:
     return lines
 
 
+# The lab's pace for the analysis (as tests/upgrade/test_analysis.py): a 20 s window, a first sample
+# 27 s after the rollout, 2 samples 5 s apart. The lab's Prometheus scrapes every 5 s.
+ANALYSIS = {"window": "20s", "delay": 27, "interval": 5, "samples": 2, "alert_interval": 5}
+SCRAPE_SECONDS = 5
+
+
+def bench_analysis(tmp: Path) -> list[str]:
+    """Two tag rollouts on one lab with Prometheus: a plain soak of the analysis' length, then the
+    analysis; their difference per region is what the checks add to the soak itself."""
+    fresh_lab("--prometheus")
+    inv = inventory(tmp)
+    playbook("deploy.yml", inv)
+    # The analysis' own length: its first sample after `delay`, its last `samples - 1` intervals later.
+    soak = ANALYSIS["delay"] + (ANALYSIS["samples"] - 1) * ANALYSIS["interval"]
+    plain, _ = playbook("upgrade.yml", inv, "-e", "super_node_image_tag=v1.1.0",
+                        "-e", f"rollout_soak_seconds={soak}")
+    analysed, out = playbook("upgrade.yml", inv, "-e", "super_node_image_tag=v1.2.0",
+                             "-e", "rollout_analysis_enabled=true",
+                             *(a for k, v in ANALYSIS.items() for a in ("-e", f"rollout_analysis_{k}={v}")))
+    passed = len(re.findall(r"passed 5 checks", out))
+    lab("down")
+    added = (analysed - plain) / len(REGIONS)
+    return [
+        "",
+        f"| upgrade, {len(REGIONS)} regions, soak of {soak} s per region | with the analysis | plain soak | ratio |",
+        "|---|---|---|---|",
+        row("wall time", analysed, plain),
+        f"| added per region (target <= one scrape interval, {SCRAPE_SECONDS} s) | {added:.1f} s | | |",
+        f"| regions that passed the 5 shipped checks | {passed} of {len(REGIONS)} | | |",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", choices=["deploy", "deploy-istio", "upgrade", "fleet"])
+    parser.add_argument("which", choices=["deploy", "deploy-istio", "upgrade", "analysis", "fleet"])
     parser.add_argument("--istio", action="store_true", help="upgrade: with Istio on (production)")
     parser.add_argument("--regions", type=int, nargs="+", default=None,
                         help="deploy, deploy-istio, upgrade: the number of regions (default 7); "
@@ -458,7 +494,8 @@ def main() -> int:
                 lines = bench_fleet(Path(tmp), counts)
             else:
                 lines = {"deploy": bench_deploy, "deploy-istio": bench_deploy_istio,
-                         "upgrade": lambda t: bench_upgrade(t, args.istio)}[args.which](Path(tmp))
+                         "upgrade": lambda t: bench_upgrade(t, args.istio),
+                         "analysis": bench_analysis}[args.which](Path(tmp))
         finally:
             if (LAB / "lab.json").exists():
                 lab("down")
