@@ -43,7 +43,8 @@ lab-tools:
 	bash lab/build-tools.sh kubernetes etcd kwok helm
 
 # lab/icnlab.py reads the region catalogue (charts/super-node/regions.yaml) with the venv's PyYAML.
-# PROMETHEUS=1 (the default): with the lab's Prometheus, exporter and prometheus-operator's CRDs.
+# PROMETHEUS=1 (the default): with the lab's Prometheus, exporter, prometheus-adapter and
+# prometheus-operator's CRDs.
 PROMETHEUS ?= 1
 lab-up: venv lab-tools
 	$(PYTHON) lab/icnlab.py up --regions $(REGIONS) --topology $(TOPOLOGY) $(if $(filter 1,$(PROMETHEUS)),--prometheus)
