@@ -91,7 +91,7 @@ def set_bandwidth(c, region: str, mbit: int | None) -> None:
 def current_bandwidth(c, region: str) -> float | None:
     """The HPA's current average of the Pods metric, in bits/s."""
     for m in hpa(c, region).status.current_metrics or []:
-        if m.type == "Pods":
+        if m.type == "Pods" and m.pods.current and m.pods.current.average_value:
             return parse_quantity(m.pods.current.average_value)
     return None
 
@@ -129,10 +129,13 @@ def test_the_hpa_reads_bandwidth_from_prometheus_adapter(lab, deployed):
             "prometheus-adapter", "monitoring").data["config.yaml"])["rules"]
         assert any(r["name"]["as"] == METRIC and "[20s]" in r["metricsQuery"] for r in rules), rules
 
+        # Until the adapter has relisted the new pods' series (every 15 s) and Prometheus holds two
+        # samples of each, the HPA lists the Pods metric with no value: wait for a value.
         def current():
             metrics = {m.type: m for m in hpa(c, region).status.current_metrics or []}
-            return metrics if {"Pods", "Resource"} <= set(metrics) else None
-        metrics = wait_for(current, 90, f"{region}: the HPA's current metrics")
+            return metrics if ({"Pods", "Resource"} <= set(metrics)
+                               and (current_bandwidth(c, region) or 0) > 0) else None
+        metrics = wait_for(current, 120, f"{region}: the HPA's current metrics")
         assert metrics["Pods"].pods.metric.name == METRIC
         assert current_bandwidth(c, region) == pytest.approx(100e6, rel=0.05)
         assert metrics["Resource"].resource.current.average_utilization == 10

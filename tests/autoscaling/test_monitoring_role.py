@@ -2,8 +2,8 @@
 bandwidth rule goes into the adapter's config (other rules kept), the adapter rolls to load it,
 check mode writes nothing, and a second run changes nothing.
 
-The lab runs no real prometheus-adapter: the Deployment here is one more kwok pod, and its
-config is only read back, never served."""
+The Deployment here is one more kwok pod in a namespace of the test's, and its config is only
+read back; the lab's real adapter (monitoring/prometheus-adapter, tests/autoscaling) is not touched."""
 from __future__ import annotations
 
 import hashlib
@@ -96,8 +96,9 @@ def test_the_bandwidth_rule_goes_into_the_adapters_config(region_lab, adapter, t
     assert rule["seriesQuery"] == 'icn_super_node_network_bytes_total{namespace!="",pod!=""}'
     assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"},
                                               "pod": {"resource": "pod"}}
+    # The lab's rate window (inventories/local: 20s; the role's default is 2m).
     assert rule["metricsQuery"] == ("sum by (<<.GroupBy>>) (rate(<<.Series>>{<<.LabelMatchers>>}"
-                                    "[2m])) * 8"), "bytes/s to bits/s"
+                                    "[20s])) * 8"), "bytes/s to bits/s"
     # The adapter reads its config at start: the pod template changes with it, so it rolls.
     assert annotations["icn.network/adapter-config-checksum"] == \
         hashlib.sha256(config_text.encode()).hexdigest()
