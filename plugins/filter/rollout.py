@@ -89,6 +89,13 @@ def changing_regions(plans: list, hosts: list) -> list[str]:
     return [host for host, plan in zip(hosts, plans) if (plan or {}).get("changed")]
 
 
+def pending_regions(plans: list, hosts: list) -> list[str]:
+    """The hosts, of these, whose release matches but whose deployed revision still awaits the metric
+    analysis' verdict (helm_release's analysis_verdict: its soak was cut short)."""
+    return [host for host, plan in zip(hosts, plans)
+            if not (plan or {}).get("changed") and ((plan or {}).get("analysis_verdict") or {}).get("verdict") == "pending"]
+
+
 def analysis_column(result: dict) -> str:
     """The summary's analysis column, from an icn.super_node.rollout_analysis result (or a skipped task)."""
     if not result or result.get("skipped") and "checks" not in result:
@@ -120,5 +127,6 @@ class FilterModule(object):
     def filters(self):
         return {"describe_change": describe_change, "restarting_regions": restarting_regions,
                 "change_columns": change_columns,
-                "changing_regions": changing_regions, "analysis_column": analysis_column,
+                "changing_regions": changing_regions, "pending_regions": pending_regions,
+                "analysis_column": analysis_column,
                 "describe_check": describe_check}

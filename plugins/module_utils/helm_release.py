@@ -145,8 +145,9 @@ def decode_release(data):
 
 def stored_head(kube, name, namespace):
     """The release's last revision, the one helm status shows, as Helm's Secret storage labels it:
-    {revision, status, labels (the release's own), secret}, from one list of metadata only (no
-    release is decoded, no helm process). None when the release has no revision."""
+    {revision, status, labels (the release's own), annotations (the Secret's), secret}, from one
+    list of metadata only (no release is decoded, no helm process). None when the release has no
+    revision."""
     listing = kube.request("GET", "/api/v1/namespaces/%s/secrets" % namespace,
                            "listing the revisions of Helm release %s" % name,
                            query={"labelSelector": "owner=helm,name=%s" % name},
@@ -158,7 +159,33 @@ def stored_head(kube, name, namespace):
     last = max(revisions, key=lambda meta: int(meta["labels"]["version"]))
     return {"revision": int(last["labels"]["version"]), "status": last["labels"].get("status"),
             "labels": {k: v for k, v in last["labels"].items() if k not in SYSTEM_LABELS},
+            "annotations": last.get("annotations") or {},
             "secret": last["name"]}
+
+
+# The annotation of a revision's Secret in which upgrade.yml records its metric analysis' verdict on
+# that revision: JSON {"verdict": pending|passed|unjudged, ...} (roles/rollout/tasks/verdict.yml).
+# A new revision (an upgrade, a rollback, a helm command by hand) starts without one.
+VERDICT_ANNOTATION = "icn.io/analysis"
+VERDICTS = ("pending", "passed", "unjudged")
+
+
+def revision_verdict(head):
+    """The verdict recorded on the head revision (stored_head's result), or None. A value that is not
+    what upgrade.yml writes raises ValueError naming the Secret, the annotation and what is allowed."""
+    raw = ((head or {}).get("annotations") or {}).get(VERDICT_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        verdict = json.loads(raw)
+    except ValueError:
+        verdict = None
+    if not isinstance(verdict, dict) or verdict.get("verdict") not in VERDICTS:
+        raise ValueError("Secret %s: annotation %s is %r; allowed: the JSON upgrade.yml writes, with verdict "
+                         "one of %s (remove it with kubectl annotate secret %s %s-)"
+                         % (head["secret"], VERDICT_ANNOTATION, raw[:200], ", ".join(VERDICTS),
+                            head["secret"], VERDICT_ANNOTATION))
+    return verdict
 
 
 def stored_release(kube, namespace, head):

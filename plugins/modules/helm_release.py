@@ -162,6 +162,16 @@ changes:
     values: [image.tag, resources.requests.memory]
     objects: [ConfigMap/icn-super-node-eu-west-bootstrap, StatefulSet/icn-super-node-eu-west]
     restarts: [StatefulSet/icn-super-node-eu-west]
+analysis_verdict:
+  description:
+    - The metric analysis' verdict that upgrade.yml recorded on the deployed revision (the annotation
+      C(icn.io/analysis) of its Secret), or null. V(verdict) V(pending) means the revision was rolled out
+      but its soak was cut short, so upgrade.yml judges it on its next run; V(revision_before) and
+      V(tag_before) are what a failed judgement rolls back to.
+    - Null where Helm stores releases elsewhere than in Secrets (C(HELM_DRIVER)).
+  type: dict
+  returned: unless O(rollback_to) is set
+  sample: {verdict: pending, revision_before: 3, tag_before: v1.0.0, gate_at: 1796600000.0}
 rollback:
   description:
     - Whether the revision deployed now can be rolled back to after the upgrade. V(problems) is empty
@@ -184,7 +194,7 @@ from ansible_collections.icn.super_node.plugins.module_utils.kube import (
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
     INPUTS_LABEL, Helm, HelmError, chart_metadata, chart_uses_lookup, classify, cluster_capabilities,
     inputs_label, manifest_diff, normalise_manifest, plan, render_inputs_digest, rollback_problems,
-    stored_head, stored_release, values_diff)
+    revision_verdict, stored_head, stored_release, values_diff)
 
 
 def chart_of(release):
@@ -313,13 +323,22 @@ def rendered_from_these_inputs(head, digest):
                 and head["labels"].get(INPUTS_LABEL) == inputs_label(head["revision"], digest()))
 
 
-def exit_unchanged(module, head):
+def read_verdict(module, head):
+    """The metric verdict recorded on the head revision (revision_verdict), failing on a value that
+    upgrade.yml did not write."""
+    try:
+        return revision_verdict(head)
+    except ValueError as err:
+        module.fail_json(msg="release %s: %s" % (module.params["name"], err))
+
+
+def exit_unchanged(module, head, verdict):
     """The result of a release that the recorded inputs tell unchanged."""
     params = module.params
     revision = head["revision"]
     result = dict(changed=False, reasons=[], decided_by="recorded inputs", action="unchanged",
                   previous_revision=revision, revision=revision,
-                  chart=local_chart(params))
+                  chart=local_chart(params), analysis_verdict=verdict)
     if params["plan"] or params["check_rollback"]:
         result["changes"] = dict(NO_CHANGES)
     if params["check_rollback"]:  # only a release that changes is checked
@@ -417,15 +436,16 @@ def main():
         values = json.loads(json.dumps(params["values"]))  # as Helm stores them
         caps = Lazy(lambda: capabilities(kube))
         digest = Lazy(lambda: inputs_digest(module, values, caps))
+        verdict = read_verdict(module, head)
         if rendered_from_these_inputs(head, digest):
-            exit_unchanged(module, head)
+            exit_unchanged(module, head, verdict)
         current = read_current(module, helm, kube, head)
         desired, decided_by = desired_release(module, helm, current, values, caps, digest)
         changed, reasons = plan(current, desired)
         result = dict(changed=changed, reasons=reasons, decided_by=decided_by,
                       previous_revision=current["revision"] if current else None,
                       revision=current["revision"] if current else None,
-                      chart=chart_of(desired),
+                      chart=chart_of(desired), analysis_verdict=verdict,
                       action="unchanged" if not changed else
                       ("installed" if current is None else "upgraded"))
         if params["plan"] or params["check_rollback"]:

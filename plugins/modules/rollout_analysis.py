@@ -71,6 +71,10 @@ options:
     description: Epoch seconds when the region's upgrade started; with no peer left, a C(baseline=peers)
       check compares with the region's own value at that time.
     type: float
+  rolled_out:
+    description: Epoch seconds when the region's rollout completed, for a region judged on a later run than
+      the one that upgraded it (its soak was cut short); O(delay) counts from it. Default, the soak's start.
+    type: float
   delay:
     description: Seconds after the region's rollout before the first sample, so that the window of every
       rate holds only what was scraped after the rollout - at least O(window), plus a scrape interval.
@@ -124,6 +128,11 @@ at:
   description: O(mode=gate) the time of the gate (epoch seconds), the O(started) of the soak after it.
   type: float
   returned: modes gate and soak
+rolled_out:
+  description: O(mode=soak) when the region's rollout completed (O(rolled_out), or the soak's start), from
+    which O(delay) counted; recorded when the soak is cut short, for the run that judges the region.
+  type: float
+  returned: mode soak
 stopped:
   description: Prometheus could not be read and O(on_error=stop), so the role stops the rollout.
   type: bool
@@ -219,6 +228,7 @@ def main():
             interval=dict(type="int", default=15),
             samples=dict(type="int", default=4),
             started=dict(type="float"),
+            rolled_out=dict(type="float"),
             delay=dict(type="int", default=150),
             timeout=dict(type="int", default=600),
             alert_interval=dict(type="int", default=10),
@@ -291,10 +301,12 @@ def main():
             finish()
 
         start = time.time()
-        deadline = start + p["delay"] + p["timeout"]
+        result["rolled_out"] = start if p["rolled_out"] is None else min(p["rolled_out"], start)
+        first = result["rolled_out"] + p["delay"]  # in the past for a region rolled out long ago
+        deadline = max(first, start) + p["timeout"]
         next_alerts = start
         for check in checks:  # no sample of what was scraped before or during the rollout
-            check.next_at = start + p["delay"]
+            check.next_at = first
         while True:
             now = time.time()
             if now >= next_alerts:

@@ -13,7 +13,8 @@ from labkit import ROOT
 sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.icn.super_node.plugins.filter.regions import (  # noqa: E402
     analysis_peers, analysis_targets)
-from ansible_collections.icn.super_node.plugins.filter.rollout import analysis_column  # noqa: E402
+from ansible_collections.icn.super_node.plugins.filter.rollout import (  # noqa: E402
+    analysis_column, pending_regions)
 from ansible_collections.icn.super_node.plugins.module_utils.analysis import (  # noqa: E402
     Condition, check_problems, fill, median, placeholders_for)
 
@@ -107,3 +108,11 @@ def test_durations():
     for bad in ("", "2", "m", "2 m", "-1m"):
         with pytest.raises(ValueError):
             duration_seconds(bad)
+
+
+def test_the_regions_awaiting_a_verdict_are_those_whose_matching_release_is_still_pending():
+    plans = [{"changed": False, "analysis_verdict": {"verdict": "pending"}},   # soak cut short
+             {"changed": True, "analysis_verdict": {"verdict": "pending"}},    # upgraded again: not judged again
+             {"changed": False, "analysis_verdict": {"verdict": "passed"}},
+             {"changed": False, "analysis_verdict": None}, None]
+    assert pending_regions(plans, ["a", "b", "c", "d", "e"]) == ["a"]

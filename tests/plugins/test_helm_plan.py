@@ -8,12 +8,14 @@ import json
 import shutil
 import sys
 
+import pytest
+
 from labkit import ROOT
 
 sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (  # noqa: E402
-    decode_release, inputs_label, manifest_diff, normalise_manifest, plan, render_inputs_digest,
-    split_manifest, values_diff)
+    VERDICT_ANNOTATION, decode_release, inputs_label, manifest_diff, normalise_manifest, plan,
+    render_inputs_digest, revision_verdict, split_manifest, stored_head, values_diff)
 
 SERVICE = "# Source: super-node/templates/service.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: a"
 SERVICE_B = "# Source: super-node/templates/service.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: b"
@@ -119,3 +121,42 @@ def test_the_render_inputs_digest_changes_with_every_input_and_only_with_them(tm
 def test_the_inputs_label_is_a_valid_label_value_that_names_its_revision():
     value = inputs_label(123, "0123456789abcdef0123456789abcdef01234567")
     assert value.startswith("123.") and len(value) <= 63
+
+
+class Listing:
+    """Stands in for KubeClient.request answering the metadata-only list of Helm's Secrets."""
+
+    def __init__(self, *metas):
+        self.items = [{"metadata": m} for m in metas]
+
+    def request(self, method, path, what, query=None, accept=None):
+        assert (method, query["labelSelector"]) == ("GET", "owner=helm,name=r")
+        return {"items": self.items}
+
+
+def revision_meta(version, status, annotations=None):
+    return {"name": f"sh.helm.release.v1.r.v{version}", "annotations": annotations,
+            "labels": {"owner": "helm", "name": "r", "version": str(version), "status": status}}
+
+
+def test_the_head_revision_carries_its_secrets_annotations_and_the_verdict_upgrade_yml_recorded():
+    pending = json.dumps({"verdict": "pending", "revision_before": 3, "tag_before": "v1.0.0", "gate_at": 1.5})
+    head = stored_head(Listing(revision_meta(3, "superseded", {VERDICT_ANNOTATION: '{"verdict": "passed"}'}),
+                               revision_meta(4, "deployed", {VERDICT_ANNOTATION: pending})), "r", "icn")
+    assert (head["revision"], head["secret"]) == (4, "sh.helm.release.v1.r.v4")
+    assert revision_verdict(head) == {"verdict": "pending", "revision_before": 3, "tag_before": "v1.0.0",
+                                      "gate_at": 1.5}
+    # A revision with no annotation (made by helm by hand, or by a rollback) has no verdict.
+    assert revision_verdict(stored_head(Listing(revision_meta(5, "deployed")), "r", "icn")) is None
+    assert revision_verdict(None) is None and revision_verdict(False) is None
+
+
+@pytest.mark.parametrize("raw", ["pending", '{"verdict": "maybe"}', "[1]", "{"])
+def test_a_verdict_upgrade_yml_did_not_write_is_refused_naming_the_secret_and_what_is_allowed(raw):
+    head = stored_head(Listing(revision_meta(2, "deployed", {VERDICT_ANNOTATION: raw})), "r", "icn")
+    with pytest.raises(ValueError) as err:
+        revision_verdict(head)
+    assert str(err.value).startswith(f"Secret sh.helm.release.v1.r.v2: annotation icn.io/analysis is {raw!r}; "
+                                     "allowed: the JSON upgrade.yml writes, with verdict one of pending, passed, "
+                                     "unjudged (remove it with kubectl annotate secret sh.helm.release.v1.r.v2 "
+                                     "icn.io/analysis-)")
