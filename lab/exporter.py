@@ -22,7 +22,11 @@ and does what prometheus-operator does for a real Prometheus, every SYNC_SECONDS
   - the PrometheusRules of each cluster, as deployed, become a rules file (DIR/rules/CONTEXT.yml) and
     Prometheus is told to reload (POST /-/reload) when one changes.
 
-    exporter.py --kubeconfig KUBECONFIG --dir DIR --ports-file OUT --prometheus-url URL CONTEXT=REGION...
+    exporter.py --kubeconfig KUBECONFIG --dir DIR --ports-file OUT --prometheus-url URL
+                [--through-api-server] CONTEXT=REGION...
+
+--through-api-server (kind clusters, whose pods really run: lab/kind/prometheus.py): the targets are
+the pods' own /metrics through the cluster's API server, /api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH.
 
 Only the standard library is used, like icnlab.py (the rules files are JSON, which is YAML).
 """
@@ -214,8 +218,12 @@ def matches(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
 
 
-def targets(source: Source, address: str, context: str) -> list[dict]:
-    """file_sd target groups for the ServiceMonitors of one cluster (prometheus-operator's defaults)."""
+def targets(source: Source, address: str, context: str, through_api_server: bool = False) -> list[dict]:
+    """file_sd target groups for the ServiceMonitors of one cluster (prometheus-operator's defaults).
+    through_api_server: the pods' own /metrics through the API server's pod proxy at `address`
+    (pods that really run, whose addresses this machine cannot reach: kind), the endpoint's port
+    resolved by name from the EndpointSlices, `instance` the pod's address and port as
+    prometheus-operator sets it; otherwise this exporter's /pods/NAMESPACE/POD path at `address`."""
     objs, groups = source.objects(), []
     pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in objs["pods"]}
     for sm in objs["servicemonitors"]:
@@ -233,17 +241,26 @@ def targets(source: Source, address: str, context: str) -> list[dict]:
                       and (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") == meta["name"]]
             for endpoint in spec.get("endpoints") or []:
                 path = endpoint.get("path") or "/metrics"
+                port = next((p.get("port") for s in slices for p in s.get("ports") or []
+                             if p.get("name") == endpoint.get("port")), None)
                 for ep in (e for s in slices for e in s.get("endpoints") or []):
                     ref = ep.get("targetRef") or {}
                     if ref.get("kind") != "Pod":
                         continue
                     pod = pods.get((meta["namespace"], ref["name"]))
                     region = source.region_of(pod) if pod else source.region
-                    groups.append({"targets": [address], "labels": {
-                        "__metrics_path__": f"/pods/{quote(meta['namespace'])}/{quote(ref['name'])}{path}",
-                        "job": job, "namespace": meta["namespace"], "service": meta["name"],
-                        "pod": ref["name"], "endpoint": str(endpoint.get("port") or ""),
-                        "region": region, "cluster": context}})
+                    labels = {"job": job, "namespace": meta["namespace"], "service": meta["name"],
+                              "pod": ref["name"], "endpoint": str(endpoint.get("port") or ""),
+                              "region": region, "cluster": context}
+                    if not through_api_server:
+                        labels["__metrics_path__"] = f"/pods/{quote(meta['namespace'])}/{quote(ref['name'])}{path}"
+                    elif port and ep.get("addresses"):
+                        labels["__metrics_path__"] = (f"/api/v1/namespaces/{quote(meta['namespace'])}/pods/"
+                                                      f"{quote(ref['name'])}:{port}/proxy{path}")
+                        labels["instance"] = f"{ep['addresses'][0]}:{port}"
+                    else:
+                        continue
+                    groups.append({"targets": [address], "labels": labels})
     return sorted(groups, key=lambda g: g["labels"]["__metrics_path__"])
 
 
@@ -268,12 +285,13 @@ def write_if_changed(path: Path, data: object) -> bool:
     return True
 
 
-def sync(sources: dict[str, Source], addresses: dict[str, str], directory: Path, url: str) -> None:
+def sync(sources: dict[str, Source], addresses: dict[str, str], directory: Path, url: str,
+         through_api_server: bool = False) -> None:
     reload = False
     for context, source in sources.items():
         try:
             write_if_changed(directory / "targets" / f"{context}.json",
-                             targets(source, addresses[context], context))
+                             targets(source, addresses[context], context, through_api_server))
             reload |= write_if_changed(directory / "rules" / f"{context}.yml", rules(source))
         except Exception as err:  # a cluster that does not answer keeps its last files
             log(f"{context}: {err}")
@@ -327,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", required=True, help="the lab's Prometheus directory (targets/, rules/)")
     parser.add_argument("--ports-file", required=True, help="written once every port listens")
     parser.add_argument("--prometheus-url", required=True, help="told to reload when rules change")
+    parser.add_argument("--through-api-server", action="store_true",
+                        help="the ServiceMonitors' targets are the pods' own /metrics through each cluster's "
+                        "API server (pod proxy), for clusters whose pods really run (kind)")
     parser.add_argument("clusters", nargs="+", metavar="CONTEXT=REGION")
     args = parser.parse_args(argv)
     config = json.loads(Path(args.kubeconfig).read_text())
@@ -347,11 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         Path(tmp).write_text(json.dumps(addresses))
         os.replace(tmp, args.ports_file)
         log(f"serving {addresses}")
+        scraped = ({c: f"{s.cluster.host}:{s.cluster.port}" for c, s in sources.items()}
+                   if args.through_api_server else addresses)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         while True:
-            sync(sources, addresses, directory, args.prometheus_url)
+            sync(sources, scraped, directory, args.prometheus_url, args.through_api_server)
             if stop.wait(SYNC_SECONDS):
                 return 0
     finally:

@@ -652,24 +652,36 @@ def wait_condition(tools: Tools, context: str, refs: list[str], condition: str, 
         time.sleep(0.5)
 
 
-def prometheus_config(exporters: dict[str, str], region_of: dict[str, list[str]]) -> dict:
+def prometheus_config(exporters: dict[str, str], region_of: dict[str, list[str]],
+                      tls: dict[str, dict] | None = None) -> dict:
     """One Prometheus for the whole lab, as a global Prometheus with a region label: the
-    kube-state-metrics/kubelet series of every cluster, and the pods the ServiceMonitors select."""
+    kube-state-metrics/kubelet series of every cluster, and the pods the ServiceMonitors select.
+    tls ({context: tls_config}): the ServiceMonitors' targets are the clusters' API servers (the
+    exporter's --through-api-server, for pods that really run: lab/kind/prometheus.py), one job per
+    cluster with that cluster's CA and client certificate."""
     static = []
     for context, address in exporters.items():
         labels = {"cluster": context}
         if len(region_of[context]) == 1:
             labels["region"] = region_of[context][0]
         static.append({"targets": [address], "labels": labels})
+
+    def file_sd(name: str) -> list[dict]:
+        return [{"files": [str(PROMETHEUS_DIR / "targets" / f"{name}.json")],
+                 "refresh_interval": f"{SCRAPE_SECONDS}s"}]
+    if tls is None:
+        monitors = [{"job_name": "service-monitors", "file_sd_configs": file_sd("*")}]
+    else:
+        monitors = [{"job_name": f"service-monitors-{context}", "scheme": "https",
+                     "tls_config": tls[context], "file_sd_configs": file_sd(context)}
+                    for context in exporters]
     return {
         "global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "scrape_timeout": f"{SCRAPE_SECONDS - 1}s",
                    "evaluation_interval": f"{SCRAPE_SECONDS}s"},
         "rule_files": [str(PROMETHEUS_DIR / "rules" / "*.yml")],
         "scrape_configs": [
             {"job_name": "kube-state-metrics", "honor_labels": True, "static_configs": static},
-            {"job_name": "service-monitors",
-             "file_sd_configs": [{"files": [str(PROMETHEUS_DIR / "targets" / "*.json")],
-                                  "refresh_interval": f"{SCRAPE_SECONDS}s"}]},
+            *monitors,
         ],
     }
 
@@ -699,27 +711,41 @@ def start_prometheus(state: dict, tools: Tools, region_of: dict[str, list[str]])
     PROMETHEUS_DIR.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    state["exporter_pid"], exporters = start_exporter(url, region_of)
+    save_state(state)
+    proc = spawn_prometheus(bin_dir, prometheus_config(exporters, region_of), port)
+    state["prometheus_pid"], state["prometheus_url"] = proc.pid, url
+    save_state(state)
+    wait_http(f"{url}/-/ready", proc, "the lab's Prometheus", PROMETHEUS_DIR / "prometheus.log")
+    log(f"Prometheus: {url} (scrapes every {SCRAPE_SECONDS}s; log {PROMETHEUS_DIR / 'prometheus.log'})")
+
+
+def start_exporter(url: str, region_of: dict[str, list[str]], *extra: str) -> tuple[int, dict[str, str]]:
+    """lab/exporter.py for the clusters of KUBECONFIG (a JSON kubeconfig), files in PROMETHEUS_DIR,
+    telling the Prometheus at `url` to reload; returns its pid and {context: its address}."""
     ports_file = PROMETHEUS_DIR / "exporter.ports.json"
     ports_file.unlink(missing_ok=True)
-    state["exporter_pid"], exporters = start_helper(
+    return start_helper(
         [sys.executable, str(ROOT / "lab" / "exporter.py"), "--kubeconfig", str(KUBECONFIG),
          "--dir", str(PROMETHEUS_DIR), "--ports-file", str(ports_file), "--prometheus-url", url,
-         *(f"{c}={','.join(r)}" for c, r in region_of.items())],
+         *extra, *(f"{c}={','.join(r)}" for c, r in region_of.items())],
         ports_file, PROMETHEUS_DIR / "exporter.log", "the lab's exporter")
-    save_state(state)
-    config = PROMETHEUS_DIR / "prometheus.yml"
-    config.write_text(json.dumps(prometheus_config(exporters, region_of), indent=2) + "\n")
-    prometheus_log = PROMETHEUS_DIR / "prometheus.log"
-    with open(prometheus_log, "ab") as out:
-        proc = subprocess.Popen(
-            [str(bin_dir / "prometheus"), f"--config.file={config}",
+
+
+def spawn_prometheus(bin_dir: Path, config: dict, port: int) -> subprocess.Popen:
+    """Writes PROMETHEUS_DIR/prometheus.yml (0600: it may hold a client key) and starts the Prometheus
+    server on it, in its own session, data in PROMETHEUS_DIR/data, log prometheus.log. The caller
+    records its pid, then waits for it (wait_http on /-/ready)."""
+    path = PROMETHEUS_DIR / "prometheus.yml"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    with open(PROMETHEUS_DIR / "prometheus.log", "ab") as out:
+        return subprocess.Popen(
+            [str(bin_dir / "prometheus"), f"--config.file={path}",
              f"--storage.tsdb.path={PROMETHEUS_DIR / 'data'}", "--storage.tsdb.retention.time=1d",
              f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-    state["prometheus_pid"], state["prometheus_url"] = proc.pid, url
-    save_state(state)
-    wait_http(f"{url}/-/ready", proc, "the lab's Prometheus", prometheus_log)
-    log(f"Prometheus: {url} (scrapes every {SCRAPE_SECONDS}s; log {prometheus_log})")
 
 
 # Where the lab's prometheus-adapter is, as the monitoring role looks for it (its defaults).
