@@ -1,7 +1,8 @@
 """The Super-Nodes on real nodes: kind clusters built on this machine (docs/kind.md), where the
 kubelet runs real containers (the Super-Node stand-in, images/super-node-standin), probes them, and
 the data lives on a real volume. The module starts the kind scenario's clusters (molecule create and
-converge -s kind: three regions, two workers each) and destroys them at the end.
+converge -s kind: three regions, two workers each) and destroys them at the end. A real Prometheus
+(lab/kind/prometheus.py) scrapes the stand-in's own /metrics through the clusters' API servers.
 
 Run alone: python -m pytest tests/kind -m kind (make test runs them after the lab's tests)."""
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from labkit import ROOT, Cluster, is_ready
+from labkit import ROOT, Cluster, is_ready, wait_for
 from playbook import run_playbook
 
 pytestmark = pytest.mark.kind
@@ -126,6 +130,86 @@ def test_the_stand_in_runs_on_real_nodes_and_answers_its_probes(kind):
         assert int(exec_in(c, pods[0].metadata.name, "/super-node-standin", "size", "/data/standin-heartbeat")) > 0
         # pod to pod across the two nodes, on the P2P port (the ptp CNI and the routes of lab/kind/cni.sh)
         assert exec_in(c, pods[0].metadata.name, "/super-node-standin", "dial", f"{pods[1].status.pod_ip}:9000").strip() == "65536"
+
+
+@pytest.fixture
+def prometheus(kind):
+    """The lab's Prometheus on the kind clusters (lab/kind/prometheus.py: each pod's /metrics through
+    its API server, targets from the chart's ServiceMonitors, rules from its PrometheusRules), fresh
+    for the test and stopped after it, by its pids: its URL."""
+    def helper(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "lab/kind/prometheus.py"), command], text=True,
+                              capture_output=True, timeout=600, env=dict(os.environ, **kind_env()))
+    try:
+        proc = helper("start")
+        assert proc.returncode == 0, f"lab/kind/prometheus.py start:\n{proc.stderr[-3000:]}"
+        yield proc.stdout.split()[-1]
+    finally:
+        proc = helper("stop")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def promql(url: str, query: str) -> list[dict]:
+    with urllib.request.urlopen(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': query})}",
+                                timeout=10) as resp:
+        return json.load(resp)["data"]["result"]
+
+
+def wait_value(read, ok, timeout: float, what: str):
+    """wait_for(ok(read())), failing with read()'s last value; returns a last read."""
+    try:
+        wait_for(lambda: ok(read()), timeout, what, interval=1)
+    except AssertionError as err:
+        raise AssertionError(f"{err}; last: {read()}") from None
+    return read()
+
+
+def test_prometheus_scrapes_the_stand_ins_own_metrics(kind, prometheus):
+    """Every Super-Node pod of every region is up under its ServiceMonitor's job (the headless
+    Service's name, as prometheus-operator names it and as the alerts and upgrade.yml's analysis
+    select), the stand-in's own series come back with the pod's labels, its byte counter rises with
+    real traffic, and the chart's alerts are evaluated on these series."""
+    want = {(f"icn-super-node-{r}-headless", f"icn-super-node-{r}-{i}"): r for r in REGIONS for i in (0, 1)}
+
+    def up() -> dict:
+        return {(s["metric"]["job"], s["metric"]["pod"]): s["value"][1]
+                for s in promql(prometheus, f'up{{namespace="{NS}"}}')}
+    wait_value(up, lambda v: v == {k: "1" for k in want}, 60, "every Super-Node pod up in Prometheus")
+    resyncing = promql(prometheus, f'icn_super_node_shards_resyncing{{namespace="{NS}"}}')
+    assert len(resyncing) == len(want), resyncing
+    for series in resyncing:
+        labels = series["metric"]
+        assert want[(labels["job"], labels["pod"])] == labels["region"], labels
+        assert labels["service"] == labels["job"] and labels["endpoint"] == "metrics", labels
+        assert series["value"][1] == "0", labels
+    info = promql(prometheus, f'icn_super_node_standin_info{{namespace="{NS}"}}')
+    assert sorted((s["metric"]["pod"], s["metric"]["tag"]) for s in info) == sorted(
+        (pod, BASE_TAG) for _, pod in want), "the stand-in reports its image's tag: its own series"
+
+    def rx() -> dict:
+        return {s["metric"]["pod"]: float(s["value"][1]) for s in promql(
+            prometheus, f'icn_super_node_network_bytes_total{{namespace="{NS}", direction="rx"}}')}
+    before = wait_value(rx, lambda v: len(v) == len(want), 30, "every pod's byte counter")
+    for region, c in kind.items():   # 64 KiB from pod 0 to pod 1's P2P port, which counts it
+        ip = c.core.read_namespaced_pod(f"icn-super-node-{region}-1", NS).status.pod_ip
+        exec_in(c, f"icn-super-node-{region}-0", "/super-node-standin", "dial", f"{ip}:9000")
+    receivers = [f"icn-super-node-{r}-1" for r in REGIONS]
+    wait_value(rx, lambda v: all(v.get(p, 0) >= before[p] + 65536 for p in receivers), 30,
+               f"the receivers' byte counters up by 64 KiB in Prometheus (before: {before})")
+
+    # The chart's PrometheusRule, as deployed, in Prometheus: each alert evaluated without error on
+    # these series, SuperNodeRegionNotScraped (absent(up{job=...} == 1)) not pending nor firing.
+    names = {f"{NS}/icn-super-node-{r}/icn-super-node-{r}" for r in REGIONS}
+
+    def rules() -> dict:
+        with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=10) as resp:
+            return {g["name"]: {r["name"]: (r["health"], r["state"], r["lastEvaluation"][:4])
+                                for r in g["rules"]} for g in json.load(resp)["data"]["groups"]}
+    groups = wait_value(rules, lambda v: names <= set(v) and all(
+        health == "ok" and year != "0001" and (alert != "SuperNodeRegionNotScraped" or state == "inactive")
+        for n in names for alert, (health, state, year) in v[n].items()), 30,
+        "the chart's alerts loaded and evaluated, SuperNodeRegionNotScraped inactive")
+    assert all(len(groups[n]) == 5 for n in names), groups
 
 
 def test_a_gigabyte_on_data_survives_the_pods_deletion(kind):
