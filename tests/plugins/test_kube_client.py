@@ -22,7 +22,7 @@ import urllib3
 import yaml
 
 from fakeapi import FakeAPI
-from labkit import ROOT
+from labkit import ROOT, pump
 
 sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.icn.super_node.plugins.module_utils import kube  # noqa: E402
@@ -613,20 +613,6 @@ class TunnelProxy:
                 upstream = socket.create_connection(("127.0.0.1", int(host_port.rsplit(":", 1)[1])))
                 self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 self.wfile.flush()
-
-                def pump(src, dst):
-                    try:
-                        while chunk := src.recv(65536):
-                            dst.sendall(chunk)
-                    except OSError:
-                        pass
-                    finally:
-                        for sock in (src, dst):
-                            try:
-                                sock.shutdown(socket.SHUT_RDWR)
-                            except OSError:
-                                pass
-
                 back = threading.Thread(target=pump, args=(upstream, self.connection), daemon=True)
                 back.start()
                 pump(self.connection, upstream)

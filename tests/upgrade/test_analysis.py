@@ -10,6 +10,7 @@ evaluated by Prometheus.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -19,7 +20,7 @@ import urllib.request
 import pytest
 import yaml
 
-from labkit import NS, REGIONS, ROOT, lab_state, region_tags, release_revision, wait_for
+from labkit import NS, REGIONS, ROOT, Relay, lab_state, region_tags, release_revision, wait_for
 from playbook import local_inventory, run_playbook
 
 pytestmark = pytest.mark.multi
@@ -70,11 +71,44 @@ def inventory(lab, tmp_path_factory):
             c.set_pod_metrics(extra)
 
 
-def upgrade(inv, tag: str, tmp_path, *args):
-    for region in THREE:
+def upgrade(inv, tag: str, tmp_path, *args, regions=THREE):
+    for region in regions:
         wait_for(lambda: scraped(region), 60, f"Prometheus to scrape {region}'s pods")
-    return run_playbook("upgrade.yml", inv, "-e", f"super_node_image_tag={tag}", "--limit", ",".join(THREE),
+    return run_playbook("upgrade.yml", inv, "-e", f"super_node_image_tag={tag}", "--limit", ",".join(regions),
                         *FAST, *args, tmp_path=tmp_path)
+
+
+@contextlib.contextmanager
+def once_upgraded(lab, region: str, tag: str, action):
+    """For the with block: action() once, as soon as every pod of region runs tag (its soak begins)."""
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            if region_tags({region: lab[region]})[region] == {tag}:
+                action()
+                return
+            time.sleep(0.5)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join(5)
+
+
+def cuttable_prometheus() -> Relay:
+    """A relay to the lab's Prometheus that the test cuts, as a Prometheus going down mid-soak."""
+    url = urllib.parse.urlsplit(lab_state()["prometheus_url"])
+    return Relay(url.hostname, url.port)
+
+
+def verdict(lab, region: str) -> dict | None:
+    """The metric verdict upgrade.yml recorded on the region's deployed revision (its Helm Secret)."""
+    name = f"sh.helm.release.v1.icn-super-node-{region}.v{release_revision(lab[region], region)}"
+    raw = (lab[region].core.read_namespaced_secret(name, NS).metadata.annotations or {}).get("icn.io/analysis")
+    return json.loads(raw) if raw else None
 
 
 def flat(text: str) -> str:
@@ -196,23 +230,12 @@ def test_an_alert_that_fires_during_a_soak_rolls_the_region_back(lab, inventory,
     key = f"{NS}.data-icn-super-node-{last}-0.kubelet_volume_stats_used_bytes"
     start_tag = region_tags(lab)[first]
     before = {r: release_revision(lab[r], r) for r in THREE[1:]}
-    stop = threading.Event()
-
-    def fill_when_upgraded():
-        while not stop.is_set():
-            if region_tags({first: lab[first]})[first] == {"v1.6.0"}:
-                c.set_pod_metrics({key: "95%"})
-                return
-            time.sleep(0.5)
-    filler = threading.Thread(target=fill_when_upgraded, daemon=True)
-    filler.start()
     try:
-        # 6 samples: a soak of about 55 s, well past the ~30 s an alert takes to fire here (exporter
-        # snapshot, scrape, evaluation, `for: 5s`, the gate's next read of the alerts)
-        run = upgrade(inventory, "v1.6.0", tmp_path, "-e", "rollout_analysis_samples=6")
+        with once_upgraded(lab, first, "v1.6.0", lambda: c.set_pod_metrics({key: "95%"})):
+            # 6 samples: a soak of about 55 s, well past the ~30 s an alert takes to fire here (exporter
+            # snapshot, scrape, evaluation, `for: 5s`, the gate's next read of the alerts)
+            run = upgrade(inventory, "v1.6.0", tmp_path, "-e", "rollout_analysis_samples=6")
     finally:
-        stop.set()
-        filler.join(5)
         c.set_pod_metrics({key: None})
     assert run.rc != 0
     out = flat(run.output)
@@ -223,3 +246,74 @@ def test_an_alert_that_fires_during_a_soak_rolls_the_region_back(lab, inventory,
     assert {r: release_revision(lab[r], r) for r in THREE[1:]} == before
     wait_for(lambda: not [a for a in prometheus("/api/v1/alerts")["alerts"]
                           if a["labels"]["alertname"] == "SuperNodeVolumeFillingUp"], 90, "the alert to resolve")
+
+
+def test_a_region_whose_soak_prometheus_cut_short_is_judged_by_the_next_run(lab, inventory, tmp_path):
+    """Prometheus goes down as the region's soak begins: the rollout stops, the region keeps its new
+    release, pending. The next run (Prometheus back) judges it before anything else and records the
+    verdict on the revision, without a new one; the run after that has nothing to do."""
+    region = THREE[0]
+    start_tag, start_rev = region_tags(lab)[region], release_revision(lab[region], region)
+    relay = cuttable_prometheus()
+    with once_upgraded(lab, region, "v2.1.0", relay.cut):
+        run = upgrade(inventory, "v2.1.0", tmp_path, "-e", f"super_node_prometheus_url=http://127.0.0.1:{relay.port}",
+                      "-e", "rollout_api_grace=3", regions=[region])
+    relay.cut()
+    out = flat(run.output)
+    assert run.rc != 0
+    assert f"Rollout stopped after region {region}: region {region}: the metric analysis could not read " \
+           "Prometheus" in out, out[-4000:]
+    assert f"Its revision stays pending: run the same command again once Prometheus answers, and {region} is " \
+           f"judged first (rolled back to {next(iter(start_tag))} if it fails)" in out
+    assert region_tags(lab)[region] == {"v2.1.0"}, "not rolled back: Kubernetes found it healthy"
+    pending = verdict(lab, region)
+    assert release_revision(lab[region], region) == start_rev + 1
+    assert (pending["verdict"], pending["revision_before"], {pending["tag_before"]}) == ("pending", start_rev, start_tag)
+    assert pending["rolled_out"] >= pending["gate_at"]
+
+    run = upgrade(inventory, "v2.1.0", tmp_path, "--check", regions=[region])
+    assert run.rc == 0, run.output[-4000:]
+    assert run.summary["regions"][region]["plan"] == "judge"
+    assert f"judge again: revision {start_rev + 1} was rolled out but its soak was cut short" in flat(run.output)
+
+    run = upgrade(inventory, "v2.1.0", tmp_path, regions=[region])
+    assert run.rc == 0, run.output[-4000:]
+    assert run.summary["regions"][region]["result"] == "judged"
+    assert run.summary["regions"][region]["analysis"].startswith("passed 5 checks"), run.summary
+    assert release_revision(lab[region], region) == start_rev + 1, "judged, not upgraded again"
+    assert verdict(lab, region)["verdict"] == "passed"
+
+    run = upgrade(inventory, "v2.1.0", tmp_path, regions=[region])
+    assert run.rc == 0, run.output[-4000:]
+    assert run.summary["regions"][region]["result"] == "skipped" and run.changed() == 0
+
+
+def test_a_region_judged_after_its_soak_was_cut_short_goes_back_to_its_old_release_if_it_fails(
+        lab, inventory, tmp_path):
+    """The same cut, on a release whose pods alone send 1 MB/s: the next run judges the region against
+    its peers, still on the old release, and rolls it back to the revision it ran before the cut run;
+    the later regions are never touched."""
+    first, later = THREE[0], THREE[1:]
+    start_tag, start_rev = region_tags(lab)[first], release_revision(lab[first], first)
+    before = {r: release_revision(lab[r], r) for r in later}
+    for c in lab.values():
+        c.set_pod_metrics({f"{NS}.tag-v2.2.0.{BYTES}": "1M"})
+    relay = cuttable_prometheus()
+    with once_upgraded(lab, first, "v2.2.0", relay.cut):
+        run = upgrade(inventory, "v2.2.0", tmp_path, "-e", f"super_node_prometheus_url=http://127.0.0.1:{relay.port}",
+                      "-e", "rollout_api_grace=3")
+    relay.cut()
+    assert run.rc != 0 and "Its revision stays pending" in flat(run.output), run.output[-4000:]
+    assert region_tags(lab)[first] == {"v2.2.0"}
+
+    run = upgrade(inventory, "v2.2.0", tmp_path)
+    assert run.rc != 0
+    out = flat(run.output)
+    assert (f"Region {first} failed the metric analysis of its revision {start_rev + 1}, judged again (its soak "
+            f"had been cut short): region {first} failed its metric analysis: check bandwidth-per-pod") in out, out[-4000:]
+    assert "median of 2 peer(s)" in out
+    assert f"It was rolled back to revision {start_rev} ({next(iter(start_tag))}) and is healthy again" in out
+    assert run.summary["regions"][first]["result"] == "rolled back"
+    assert region_tags(lab)[first] == start_tag
+    assert verdict(lab, first) is None, "the rollback's revision starts without a verdict"
+    assert {r: release_revision(lab[r], r) for r in later} == before, "later regions untouched"
