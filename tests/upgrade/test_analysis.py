@@ -34,6 +34,7 @@ FAST = ["-e", "rollout_analysis_enabled=true", "-e", "rollout_analysis_window=20
 ALERTS_FOR = {a: {"for": "5s"} for a in ("regionBelowMinReady", "podNotReady", "volumeFull",
                                          "hpaAtMax", "notScraped")}
 BYTES = "icn_super_node_network_bytes_total"
+ERRORS = "icn_super_node_errors_total"
 
 
 def prometheus(path: str, **params) -> dict:
@@ -166,6 +167,42 @@ def test_a_regression_only_the_new_release_shows_is_rolled_back(lab, inventory, 
     assert region_tags(lab)[first] == {"v1.2.0"}, "rolled back to the release it ran"
     assert {r: release_revision(lab[r], r) for r in later} == before, "later regions untouched"
     assert run.summary["regions"][first]["result"] == "rolled back"
+
+
+def test_errors_only_the_second_region_shows_after_its_upgrade_roll_it_back_and_stop(lab, inventory, tmp_path):
+    """The second region's pods raise 2 errors/s once on v2.3.0, while its peer, still on the old release,
+    stays flat: the first region passes, the second is rolled back naming the check, the third is never
+    touched."""
+    first, second, third = THREE
+    lab[second].set_pod_metrics({f"{NS}.tag-v2.3.0.{ERRORS}": "2"})  # this cluster only, this tag only
+    second_tag, third_rev = region_tags(lab)[second], release_revision(lab[third], third)
+    run = upgrade(inventory, "v2.3.0", tmp_path)
+    assert run.rc != 0
+    out = flat(run.output)
+    assert f"region {second} failed its metric analysis: check errors-per-pod" in out, out[-4000:]
+    assert "which breaks the condition <= 1.5 * baseline" in out and f"median of 1 peer(s) {third}" in out
+    regions = run.summary["regions"]
+    assert (regions[first]["result"], regions[second]["result"]) == ("upgraded", "rolled back"), regions
+    assert regions[first]["analysis"].startswith("passed 5 checks"), regions
+    assert region_tags(lab)[first] == {"v2.3.0"} and region_tags(lab)[second] == second_tag
+    assert release_revision(lab[third], third) == third_rev, "the rollout stopped before the third region"
+
+
+def test_errors_rising_in_every_region_at_once_do_not_fail_a_release(lab, inventory, tmp_path):
+    """A traffic event: 2 errors/s in every pod of every region, old release and new alike. The peer
+    check moves with it, and the release passes in every region."""
+    for c in lab.values():
+        c.set_pod_metrics({f"{NS}.{ERRORS}": "2"})
+    try:
+        wait_for(lambda: len([s for s in prometheus("/api/v1/query", query=f'rate({ERRORS}{{namespace="icn"}}[20s]) > 1')
+                              ["result"]]) >= 2 * len(THREE), 60, "every pod's errors to rise")
+        run = upgrade(inventory, "v2.4.0", tmp_path)
+        assert run.rc == 0, run.output[-6000:]
+        assert all(run.summary["regions"][r]["analysis"].startswith("passed") for r in THREE), run.summary
+        assert all(region_tags(lab)[r] == {"v2.4.0"} for r in THREE)
+    finally:
+        for c in lab.values():
+            c.set_pod_metrics({f"{NS}.{ERRORS}": None})
 
 
 def test_a_firing_alert_in_another_region_stops_the_rollout_before_it_starts(lab, inventory, tmp_path):
