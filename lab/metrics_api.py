@@ -61,13 +61,19 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def context_entries(config: dict, context: str) -> tuple[dict, dict]:
+    """The cluster and user entries of a context in a (JSON) kubeconfig."""
+    ctx = next(c["context"] for c in config["contexts"] if c["name"] == context)
+    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
+    user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
+    return cluster, user
+
+
 class Cluster:
     """A tiny client of one lab cluster's API server, from the lab's (JSON) kubeconfig."""
 
     def __init__(self, config: dict, context: str, tmpdir: str):
-        ctx = next(c["context"] for c in config["contexts"] if c["name"] == context)
-        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
-        user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
+        cluster, user = context_entries(config, context)
         self.context = context
         url = urlparse(cluster["server"])
         self.host, self.port = url.hostname, url.port or 443

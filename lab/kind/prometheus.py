@@ -39,6 +39,7 @@ if Path(os.environ["ICN_LAB_DIR"]) == (ROOT / ".lab").resolve():
     sys.exit("lab/kind/prometheus.py: ICN_LAB_DIR is the kwok lab's .lab, not a kind scenario's state dir")
 sys.path.insert(0, str(ROOT / "lab"))
 import icnlab  # noqa: E402  (after ICN_LAB_DIR: its paths follow it)
+from metrics_api import context_entries  # noqa: E402
 
 PIDS = icnlab.PROMETHEUS_DIR / "pids.json"
 
@@ -52,9 +53,7 @@ def clusters() -> tuple[dict, dict[str, list[str]]]:
 def tls_config(config: dict, context: str) -> dict:
     """Prometheus' tls_config for the API server of `context`: its CA, the client certificate and key,
     inline (prometheus.yml is written 0600)."""
-    ctx = next(c["context"] for c in config["contexts"] if c["name"] == context)
-    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
-    user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
+    cluster, user = context_entries(config, context)
 
     def pem(entry: dict, field: str) -> str:
         return base64.b64decode(entry[f"{field}-data"]).decode()
