@@ -28,6 +28,7 @@ import argparse
 import re
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,52 @@ def playbook(name: str, inv: Path, *args) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
+class CpuMeter:
+    """CPU seconds spent over a span, split by who spent them: the controller (this process's waited
+    children: ansible-playbook, its workers, helm, kubectl), the lab (the processes whose pids lab.json
+    records: each cluster's etcd, kube-apiserver, controller manager, scheduler and kwok, and the
+    lab's helpers) and the whole machine (busy time from /proc/stat). In production the clusters are
+    remote: only the controller's share runs where ansible-playbook runs."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self):
+        self.start = self.end = None
+
+    def __enter__(self):
+        self.start = self.read()
+        return self
+
+    def __exit__(self, *exc):
+        self.end = self.read()
+
+    @classmethod
+    def lab_pids(cls) -> list[int]:
+        state = json.loads((LAB / "lab.json").read_text()) if (LAB / "lab.json").exists() else {}
+        pids = [p for components in state.get("pids", {}).values() for p in components.values()]
+        return pids + [v for k, v in state.items() if k.endswith("_pid") and v]
+
+    @classmethod
+    def read(cls) -> dict:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        lab = 0
+        for pid in cls.lab_pids():
+            try:  # utime and stime, fields 14 and 15 of /proc/PID/stat
+                lab += sum(int(x) for x in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+            except (OSError, ValueError):
+                pass
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"machine": (sum(fields) - fields[3] - fields[4]) / cls.TICK, "lab": lab / cls.TICK,
+                "controller": children.ru_utime + children.ru_stime, "at": time.monotonic()}
+
+    def seconds(self, who: str) -> float:
+        return self.end[who] - self.start[who]
+
+    def busy(self) -> float:
+        """The share of the machine's cores that were busy over the span."""
+        return self.seconds("machine") / ((self.end["at"] - self.start["at"]) * (os.cpu_count() or 1))
+
+
 def region_values(tmp: Path, region: str, tag: str, memory: str | None = None,
                   base: dict | None = None) -> Path:
     """The values deploy.yml gives the chart for a region (same chart, same values); base: the
@@ -187,24 +234,37 @@ def changed_count(out: str) -> int:
     return sum(int(x) for x in re.findall(r"changed=(\d+)", out))
 
 
-def ours_fresh_and_noop(tmp: Path, *extra: str) -> tuple[float, float, int, bool]:
-    """deploy.yml on fresh clusters, then again: (fresh s, no-op s, no-op changed, no new revision)."""
-    inv = inventory(tmp)
-    ours, _ = playbook("deploy.yml", inv, *extra)
-    revisions = helm_revisions()
-    noop, out = playbook("deploy.yml", inv, *extra)
-    return ours, noop, changed_count(out), helm_revisions() == revisions
+class Deploy:
+    """deploy.yml on fresh clusters, then again: the wall times, the no-op's changed count, whether
+    it made a Helm revision, and the CPU each run spent (CpuMeter)."""
+
+    def __init__(self, tmp: Path, *extra: str):
+        inv = inventory(tmp)
+        with CpuMeter() as self.fresh_cpu:
+            self.fresh, _ = playbook("deploy.yml", inv, *extra)
+        revisions = helm_revisions()
+        with CpuMeter() as self.noop_cpu:
+            self.noop, out = playbook("deploy.yml", inv, *extra)
+        self.changed = changed_count(out)
+        self.same = helm_revisions() == revisions
 
 
-def deploy_table(title: str, ours: float, baseline: float, noop: float, changed: int, same: bool,
-                 noop_target: str) -> list[str]:
+def cpu_cell(meter: CpuMeter) -> str:
+    return (f"{meter.seconds('controller'):.0f} / {meter.seconds('lab'):.0f} s "
+            f"({meter.busy():.0%} busy)")
+
+
+def deploy_table(title: str, ours: Deploy, baseline: float, loop_cpu: CpuMeter, noop_target: str) -> list[str]:
     return [
         "",
         f"| {title} | deploy.yml | helm loop | ratio (target <= 0.5) |",
         "|---|---|---|---|",
-        row("fresh deploy, wall time", ours, baseline),
-        row(f"no-op rerun (target {noop_target})", noop, 0),
-        f"| no-op rerun: changed tasks / new Helm revisions | {changed} / {'none' if same else 'SOME'} | | |",
+        row("fresh deploy, wall time", ours.fresh, baseline),
+        f"| fresh deploy, CPU: controller / lab (the cores' busy share) | {cpu_cell(ours.fresh_cpu)} "
+        f"| {cpu_cell(loop_cpu)} | |",
+        row(f"no-op rerun (target {noop_target})", ours.noop, 0),
+        f"| no-op rerun, CPU: controller / lab (the cores' busy share) | {cpu_cell(ours.noop_cpu)} | | |",
+        f"| no-op rerun: changed tasks / new Helm revisions | {ours.changed} / {'none' if ours.same else 'SOME'} | | |",
     ]
 
 
@@ -212,12 +272,13 @@ def bench_deploy(tmp: Path) -> list[str]:
     """The lab's configuration (Istio off): the loop first, then deploy.yml, each on fresh clusters."""
     fresh_lab()
     namespace_and_keys()
-    baseline = helm_loop(tmp, "v1.0.0", install=True)
+    with CpuMeter() as loop_cpu:
+        baseline = helm_loop(tmp, "v1.0.0", install=True)
     fresh_lab()
-    ours, noop, changed, same = ours_fresh_and_noop(tmp)
+    ours = Deploy(tmp)
     lab("down")
     return deploy_table(f"deploy, {len(REGIONS)} fresh regions, Istio off (the lab's configuration)",
-                        ours, baseline, noop, changed, same, "< 10 s")
+                        ours, baseline, loop_cpu, "< 10 s")
 
 
 def helm_json(ctx: str, *args) -> object:
@@ -313,16 +374,17 @@ def bench_deploy_istio(tmp: Path) -> list[str]:
     with the same values), then the loop on fresh clusters."""
     extra = ("-e", "super_node_istio_enabled=true")
     fresh_lab()
-    ours, noop, changed, same = ours_fresh_and_noop(tmp, *extra)
-    print(f"deploy.yml, Istio on: fresh {ours:.1f} s, no-op {noop:.1f} s, no-op changed {changed}, "
-          f"new revisions {'none' if same else 'SOME'} (the loop follows)", flush=True)
+    ours = Deploy(tmp, *extra)
+    print(f"deploy.yml, Istio on: fresh {ours.fresh:.1f} s, no-op {ours.noop:.1f} s, no-op changed {ours.changed}, "
+          f"new revisions {'none' if ours.same else 'SOME'} (the loop follows)", flush=True)
     captured = istio_capture(tmp)
     fresh_lab()
     namespace_and_keys()
-    baseline = istio_loop(tmp, captured)
+    with CpuMeter() as loop_cpu:
+        baseline = istio_loop(tmp, captured)
     lab("down")
     return deploy_table(f"deploy, {len(REGIONS)} fresh regions, Istio on (the production configuration)",
-                        ours, baseline, noop, changed, same, "< 15 s")
+                        ours, baseline, loop_cpu, "< 15 s")
 
 
 def bench_fleet(tmp: Path, counts: list[int]) -> list[str]:
@@ -331,16 +393,28 @@ def bench_fleet(tmp: Path, counts: list[int]) -> list[str]:
     for count in counts:
         set_regions(count)
         fresh_lab()
-        ours, noop, changed, same = ours_fresh_and_noop(tmp)
-        results[count] = (ours, noop, changed, same)
+        results[count] = Deploy(tmp)
         lab("down")
     ref = results.get(7)
+
+    def ratio(value, of):
+        return f"{value / of:.2f}" if ref else "-"
+
     lines = ["", "| regions | fresh deploy | x 7 regions (target 14: <= 1.6) | no-op rerun | x 7 regions "
              "(target 14: <= 1.6) | no-op changed / new revisions |", "|---|---|---|---|---|---|"]
-    for count, (ours, noop, changed, same) in results.items():
-        lines.append(f"| {count} | {ours:.1f} s | {ours / ref[0]:.2f} | {noop:.1f} s | {noop / ref[1]:.2f} "
-                     f"| {changed} / {'none' if same else 'SOME'} |" if ref else
-                     f"| {count} | {ours:.1f} s | - | {noop:.1f} s | - | {changed} / {'none' if same else 'SOME'} |")
+    for count, ours in results.items():
+        lines.append(f"| {count} | {ours.fresh:.1f} s | {ratio(ours.fresh, ref and ref.fresh)} | {ours.noop:.1f} s "
+                     f"| {ratio(ours.noop, ref and ref.noop)} | {ours.changed} / {'none' if ours.same else 'SOME'} |")
+    # Where the time went: the CPU each run spent, the controller's apart from the lab's clusters'
+    # (remote in production), and how busy the cores were.
+    lines += ["", "| regions | fresh: controller CPU | x 7 regions | fresh: lab CPU | cores busy "
+              "| no-op: controller CPU | x 7 regions | no-op: lab CPU | cores busy |", "|---|---|---|---|---|---|---|---|---|"]
+    for count, ours in results.items():
+        f, n = ours.fresh_cpu, ours.noop_cpu
+        lines.append(
+            f"| {count} | {f.seconds('controller'):.1f} s | {ratio(f.seconds('controller'), ref and ref.fresh_cpu.seconds('controller'))} "
+            f"| {f.seconds('lab'):.1f} s | {f.busy():.0%} | {n.seconds('controller'):.1f} s "
+            f"| {ratio(n.seconds('controller'), ref and ref.noop_cpu.seconds('controller'))} | {n.seconds('lab'):.1f} s | {n.busy():.0%} |")
     return lines
 
 
