@@ -100,8 +100,9 @@ def test_the_region_and_namespace_are_defined_once():
              and rederived.search((ROOT / path).read_text())]
     assert not found, f"read super_node_region / super_node_namespace (role icn.super_node.region) in {found}"
     defaults = yaml.safe_load((ROOT / "roles/region/defaults/main.yml").read_text())
+    fleet = "{{ groups['super_nodes'] | icn.super_node.fleet_vars(hostvars) }}"
     assert defaults == {"super_node_region": "{{ inventory_hostname }}", "super_node_namespace": "icn",
-                        "super_node_catalogue": ""}
+                        "super_node_catalogue": "", "super_node_fleet": fleet}
     for path in repository_files():
         if path.startswith("roles/") and path.endswith("defaults/main.yml") and path != "roles/region/defaults/main.yml":
             values = yaml.safe_load((ROOT / path).read_text()) or {}
@@ -128,3 +129,15 @@ def test_the_copies_of_the_environments_agree():
 def test_the_roles_that_read_the_region_depend_on_the_region_role(role):
     meta = yaml.safe_load((ROOT / f"roles/{role}/meta/main.yml").read_text())
     assert {"role": "icn.super_node.region"} in meta["dependencies"]
+
+
+def test_the_roles_read_the_other_regions_from_the_fleet_read_once():
+    """The cluster and region of the other hosts come from super_node_fleet (set once per run by the
+    preflight role), not from hostvars: each hostvars[host] builds that host's variables again, in
+    every worker of every task that reads it, a cost that grew with the square of the regions."""
+    per_use = re.compile(r"(cluster_hosts|host_regions|cluster_owners)\(hostvars|map\('extract', hostvars\)\s*\|\s*unique")
+    found = [path for path in repository_files() if path.startswith(("roles/", "playbooks/"))
+             and path.endswith((".yml", ".yaml")) and per_use.search((ROOT / path).read_text())]
+    assert not found, found
+    validate = (ROOT / "roles/preflight/tasks/validate.yml").read_text()
+    assert "super_node_fleet: \"{{ groups['super_nodes'] | icn.super_node.fleet_vars(hostvars) }}\"" in validate

@@ -53,19 +53,51 @@ def region_targets(hosts_vars, hosts):
     return targets
 
 
+# What the roles read of every other host: read once per run into super_node_fleet (fleet_vars),
+# since each hostvars[host] builds that host's whole variable set again.
+FLEET_VARS = ("super_node_region", "super_node_kube_context", "super_node_kubeconfig", "super_node_prometheus_url")
+
+
+def fleet_vars(hosts, hostvars):
+    """{host: its FLEET_VARS that are set}: what the filters below read of other hosts, from one
+    hostvars[host] per host. The filters take this map or hostvars itself."""
+    fleet = {}
+    for host in hosts:
+        vars_ = hostvars[host]
+        fleet[host] = {var: vars_[var] for var in FLEET_VARS if var in vars_}
+    return fleet
+
+
+def _vars(source, host):
+    return source[host] if host in source else {}
+
+
 def cluster_hosts(hosts, hostvars, context):
     """The hosts, of these, whose kube context is `context`, in their order: the regions that share
-    that cluster (several in the single-cluster topology). The first of them acts for the cluster."""
-    return [host for host in hosts
-            if "super_node_kube_context" in hostvars[host]
-            and hostvars[host]["super_node_kube_context"] == context]
+    that cluster (several in the single-cluster topology). The first of them acts for the cluster.
+    hostvars: hostvars or super_node_fleet (fleet_vars)."""
+    found = []
+    for host in hosts:
+        vars_ = _vars(hostvars, host)
+        if "super_node_kube_context" in vars_ and vars_["super_node_kube_context"] == context:
+            found.append(host)
+    return found
+
+
+def cluster_owners(hosts, hostvars):
+    """The first host of each kube context among these, in their order: one per cluster."""
+    owners, seen = [], set()
+    for host in hosts:
+        vars_ = _vars(hostvars, host)
+        context = vars_["super_node_kube_context"] if "super_node_kube_context" in vars_ else None
+        if context not in seen:
+            seen.add(context)
+            owners.append(host)
+    return owners
 
 
 def host_regions(hosts, hostvars):
-    regions = []
-    for host in hosts:
-        regions.append(_region(host, hostvars[host]))
-    return regions
+    return [_region(host, _vars(hostvars, host)) for host in hosts]
 
 
 def analysis_targets(hosts, hostvars, namespace):
@@ -94,6 +126,6 @@ def analysis_peers(targets, host, hostvars):
 
 class FilterModule(object):
     def filters(self):
-        return {"host_regions": host_regions, "region_targets": region_targets,
-                "cluster_hosts": cluster_hosts, "analysis_targets": analysis_targets,
+        return {"host_regions": host_regions, "region_targets": region_targets, "fleet_vars": fleet_vars,
+                "cluster_hosts": cluster_hosts, "cluster_owners": cluster_owners, "analysis_targets": analysis_targets,
                 "analysis_peers": analysis_peers}
