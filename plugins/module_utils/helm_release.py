@@ -218,7 +218,11 @@ def render_inputs_digest(chart, name, namespace, values, caps, helm_binary):
     APIs when a file of the chart names .Capabilities (templates reach the APIs only through it:
     Istio's charts do not, and a chart that installs CRDs would otherwise never match the revision
     it made, whose render saw the APIs before its CRDs). The values are in it: a revision that
-    records the same digest has the same values."""
+    records the same digest has the same values.
+
+    caps: (kube version, API versions), or a callable given whether the APIs are needed that returns
+    (kube version, API versions or None), so that the APIs are read only for a chart that names
+    .Capabilities; None (or a callable's None): the digest cannot tell, None."""
     digest = hashlib.sha256()
     reads_capabilities = False
     for root, dirs, files in os.walk(chart, followlinks=True):
@@ -230,6 +234,10 @@ def render_inputs_digest(chart, name, namespace, values, caps, helm_binary):
             reads_capabilities = reads_capabilities or b"Capabilities" in content
             digest.update(b"\0%s\0" % os.path.relpath(path, chart).encode())
             digest.update(content)
+    if callable(caps):
+        caps = caps(reads_capabilities)
+    if caps is None or (reads_capabilities and caps[1] is None):
+        return None
     stat = os.stat(helm_binary)
     digest.update(json.dumps({"name": name, "namespace": namespace, "values": values,
                               "kube": caps[0], "apis": caps[1] if reads_capabilities else None,
@@ -252,7 +260,7 @@ def cluster_capabilities(kube):
     """(kube version, API versions as Helm's Capabilities lists them: every group/version and
     group/version/Kind), from the aggregated discovery of /api and /apis: two requests. None when
     the cluster does not serve aggregated discovery v2 (Kubernetes before 1.30)."""
-    version = kube.get("/version", "reading the cluster's version")["gitVersion"]
+    version = cluster_version(kube)
     apis = []
     for path in ("/api", "/apis"):
         doc = kube.request("GET", path, "reading the cluster's APIs", accept=AGGREGATED_DISCOVERY)
@@ -268,6 +276,11 @@ def cluster_capabilities(kube):
                     if kind:
                         apis.append("%s/%s" % (gv, kind))
     return version, sorted(set(apis))
+
+
+def cluster_version(kube):
+    """The cluster's version (gitVersion), one request."""
+    return kube.get("/version", "reading the cluster's version")["gitVersion"]
 
 
 def chart_metadata(chart):

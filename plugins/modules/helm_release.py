@@ -193,7 +193,7 @@ from ansible_collections.icn.super_node.plugins.module_utils.kube import (
 
 from ansible_collections.icn.super_node.plugins.module_utils.helm_release import (
     INPUTS_LABEL, Helm, HelmError, chart_metadata, chart_uses_lookup, classify, cluster_capabilities,
-    inputs_label, manifest_diff, normalise_manifest, plan, render_inputs_digest, rollback_problems,
+    cluster_version, inputs_label, manifest_diff, normalise_manifest, plan, render_inputs_digest, rollback_problems,
     revision_verdict, stored_head, stored_release, values_diff)
 
 
@@ -293,6 +293,20 @@ def capabilities(kube):
         return None
 
 
+def digest_capabilities(kube, caps):
+    """For render_inputs_digest: given whether the chart names .Capabilities, (version, APIs) from
+    caps (two discovery requests more), else (version, None) from /version alone (or from caps when
+    already read). None where they cannot be read."""
+    def read(with_apis):
+        if with_apis or caps.done:
+            return caps()
+        try:
+            return cluster_version(kube()), None
+        except (KubeError, KeyError, TypeError):
+            return None
+    return read
+
+
 def read_head(module, kube):
     """The last revision's labels from Helm's Secret storage (stored_head), None when there is no
     revision, False where Helm stores releases elsewhere (HELM_DRIVER)."""
@@ -348,12 +362,13 @@ def exit_unchanged(module, head, verdict):
 
 def inputs_digest(module, values, caps):
     """The digest of the release's render inputs, or None when they cannot tell: the chart calls
-    lookup, or the cluster's APIs could not be read."""
+    lookup, or the cluster's version (and APIs, for a chart that names .Capabilities) could not be
+    read. caps: digest_capabilities()."""
     params = module.params
-    if chart_uses_lookup(params["chart_ref"]) or caps() is None:
+    if chart_uses_lookup(params["chart_ref"]):
         return None
     return render_inputs_digest(params["chart_ref"], params["name"], params["namespace"], values,
-                                caps(), params["binary_path"])
+                                caps, params["binary_path"])
 
 
 def local_render(module, helm, caps):
@@ -435,7 +450,7 @@ def main():
             rollback(module, helm, read_current(module, helm, kube, head))
         values = json.loads(json.dumps(params["values"]))  # as Helm stores them
         caps = Lazy(lambda: capabilities(kube))
-        digest = Lazy(lambda: inputs_digest(module, values, caps))
+        digest = Lazy(lambda: inputs_digest(module, values, digest_capabilities(kube, caps)))
         verdict = read_verdict(module, head)
         if rendered_from_these_inputs(head, digest):
             exit_unchanged(module, head, verdict)

@@ -84,6 +84,31 @@ def test_decode_release_reads_what_helms_secret_driver_writes():
     assert decode_release(base64.b64encode(plain).decode()) == release_json
 
 
+def test_the_digest_reads_the_clusters_apis_only_for_a_chart_that_names_capabilities(tmp_path):
+    """Istio's charts never name .Capabilities: their digest needs the cluster's version alone (one
+    request, not the two discovery documents), and is the one the APIs' tuple gives."""
+    helm = shutil.which("python3") or sys.executable
+    plain = tmp_path / "plain"
+    (plain / "templates").mkdir(parents=True)
+    (plain / "Chart.yaml").write_text("name: plain\nversion: 1.0.0\n")
+    (plain / "templates/cm.yaml").write_text("kind: ConfigMap\n")
+    asked = []
+
+    def caps(with_apis):
+        asked.append(with_apis)
+        return ("v1.36.3", ["apps/v1", "v1"] if with_apis else None)
+
+    for chart, names_capabilities in ((plain, False), (ROOT / "charts/super-node", True)):
+        asked.clear()
+        lazy = render_inputs_digest(str(chart), "r", "icn", {"a": 1}, caps, helm)
+        assert asked == [names_capabilities]
+        assert lazy == render_inputs_digest(str(chart), "r", "icn", {"a": 1}, ("v1.36.3", ["apps/v1", "v1"]), helm)
+    # no version, or no APIs where the chart needs them: the digest cannot tell
+    assert render_inputs_digest(str(plain), "r", "icn", {}, lambda with_apis: None, helm) is None
+    assert render_inputs_digest(str(ROOT / "charts/super-node"), "r", "icn", {},
+                                lambda with_apis: ("v1.36.3", None), helm) is None
+
+
 def test_the_render_inputs_digest_changes_with_every_input_and_only_with_them(tmp_path):
     chart = tmp_path / "chart"
     shutil.copytree(ROOT / "charts/super-node", chart)
