@@ -30,6 +30,7 @@ forked for this one task, and nothing else runs in it meanwhile.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import io
 import json
@@ -76,10 +77,26 @@ def preload_modules() -> list:
     return loaded
 
 
+def freeze_for_workers() -> bool:
+    """In the process that runs the playbook (not in a worker): move every object it holds now (the
+    playbook, the inventory, Ansible's and these modules' code) out of the garbage collector's
+    reach (gc.freeze, Python's recipe for a process that forks without exec). A forked worker's
+    collections then no longer walk, nor write to, the parent's objects, whose pages each write
+    copied into the worker: measured on a no-op deploy.yml with Istio on, 7 regions, 2 cores,
+    about 12 % of the controller's CPU (18 s, not 20.5 s) and 1.5 s of wall time. Objects frozen
+    are never collected: the playbook's process is short-lived, and what it holds at this point
+    lives until its end anyway. Returns whether it froze."""
+    if multiprocessing.parent_process() is not None:
+        return False
+    gc.freeze()
+    return True
+
+
 # The strategy imports an action's class in the playbook's process before it forks a task's
 # workers: the actions of this collection that have their own name (validate_inventory, the first
 # task of every play that reaches a cluster; rollout_lock) import this module there.
 PRELOADED = preload_modules()
+FROZEN = freeze_for_workers()
 
 
 @contextlib.contextmanager
