@@ -233,3 +233,48 @@ def test_the_role_defaults_reach_the_validation_through_the_task_arguments(tmp_p
     proc = run_validation(tmp_path, kubeconfig, None, None, KEYS, "-e", "{'preflight_super_node_defaults': {}}")
     assert proc.returncode != 0
     assert "region na-west: super_node_storage_size is None" in proc.stdout, proc.stdout[-3000:]
+
+
+FLEET_PLAY = """
+- name: Read the fleet as deploy.yml and upgrade.yml do
+  hosts: super_nodes
+  gather_facts: false
+  tasks:
+    - name: The preflight role's validation (it sets super_node_fleet)
+      ansible.builtin.include_role:
+        name: icn.super_node.preflight
+        tasks_from: validate.yml
+    - name: Keep what it read
+      ansible.builtin.copy:
+        content: "{{ super_node_fleet | to_json }}"
+        dest: "{{ fleet_out }}"
+        mode: "0600"
+      run_once: true
+"""
+
+
+@pytest.mark.parametrize("lab_json", [None, {"prometheus_url": "http://127.0.0.1:9"}, {}])
+def test_the_local_inventory_reads_the_fleet_with_or_without_the_labs_prometheus(tmp_path, kubeconfig, lab_json):
+    """inventories/local as it is, on clusters that are not the lab's (molecule's kind scenario writes
+    no lab.json) or on a lab with or without Prometheus: every region's Prometheus URL is read at the
+    preflight (super_node_fleet), and a lab.json that is not there means no URL, not a failed run."""
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "kubeconfig").write_text(open(kubeconfig).read())
+    (lab / "staking-keys.json").write_text(json.dumps(KEYS))
+    if lab_json is not None:
+        (lab / "lab.json").write_text(json.dumps(lab_json))
+    play = tmp_path / "fleet.yml"
+    play.write_text(FLEET_PLAY)
+    env = ansible_env({"ICN_SUMMARY_PATH": str(tmp_path / "summary.json"), "ICN_LAB_DIR": str(lab)})
+    env["PATH"] = f"{os.path.dirname(fake_helm(tmp_path))}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["ansible-playbook", str(play), "-i", str(ROOT / "inventories/local"),
+                           "-e", f"fleet_out={tmp_path / 'fleet.json'}"], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    fleet = json.loads((tmp_path / "fleet.json").read_text())
+    assert list(fleet) == list(LOCAL_HOSTS)
+    url = (lab_json or {}).get("prometheus_url", "")
+    assert {host: values["super_node_prometheus_url"] for host, values in fleet.items()} == \
+        {host: url for host in LOCAL_HOSTS}
+    assert fleet["na-west"]["super_node_kubeconfig"] == str(lab / "kubeconfig")
