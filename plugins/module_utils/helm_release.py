@@ -90,9 +90,16 @@ class Helm:
         release labels to set (Helm merges them over the last revision's)."""
         path = self._values_file(values)
         try:
+            # --disable-openapi-validation: on a cluster that takes the fieldValidation parameter
+            # (every Kubernetes from 1.27, preflight_min_kube_version), Helm's "OpenAPI validation"
+            # validates nothing on the client: it downloads and parses the OpenAPI v3 document of
+            # every group-version of the manifest only to learn that the server would validate, and
+            # then sends the objects exactly as without it (kubectl's paramVerifyingSchema). Those
+            # documents cost the API server most where it is busiest: the first read after new CRDs
+            # (Istio's, the Prometheus operator's) builds their schemas.
             args = ["upgrade", name, chart, "--install", "--namespace", namespace,
                     "--values", path, "--reset-values", "--history-max", str(history_max),
-                    "--output", "json"]
+                    "--output", "json", "--disable-openapi-validation"]
             if create_namespace:
                 args.append("--create-namespace")
             if dry_run:
