@@ -198,9 +198,14 @@ def run_validation(tmp_path, kubeconfig, host_vars=None, group_vars=None, keys=K
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
         "super_node_kubeconfig": kubeconfig, "super_node_cloud": "local",
         "super_node_environment": "lab", "super_node_staking_keys": keys, **(group_vars or {})}}}, sort_keys=False))
-    play = tmp_path / "validate.yml"
-    play.write_text(PLAY)
-    env = ansible_env({"ICN_SUMMARY_PATH": str(tmp_path / "summary.json")})
+    return run_play(tmp_path, PLAY, inventory, {}, *extra)
+
+
+def run_play(tmp_path, play_text, inventory, env_extra, *extra):
+    """ansible-playbook of this play on this inventory, with a fake helm on the PATH."""
+    play = tmp_path / "play.yml"
+    play.write_text(play_text)
+    env = ansible_env({"ICN_SUMMARY_PATH": str(tmp_path / "summary.json"), **env_extra})
     env["PATH"] = f"{os.path.dirname(fake_helm(tmp_path))}{os.pathsep}{env['PATH']}"
     return subprocess.run(["ansible-playbook", str(play), "-i", str(inventory), *extra], cwd=ROOT,
                           env=env, text=True, capture_output=True, timeout=300)
@@ -264,13 +269,8 @@ def test_the_local_inventory_reads_the_fleet_with_or_without_the_labs_prometheus
     (lab / "staking-keys.json").write_text(json.dumps(KEYS))
     if lab_json is not None:
         (lab / "lab.json").write_text(json.dumps(lab_json))
-    play = tmp_path / "fleet.yml"
-    play.write_text(FLEET_PLAY)
-    env = ansible_env({"ICN_SUMMARY_PATH": str(tmp_path / "summary.json"), "ICN_LAB_DIR": str(lab)})
-    env["PATH"] = f"{os.path.dirname(fake_helm(tmp_path))}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run(["ansible-playbook", str(play), "-i", str(ROOT / "inventories/local"),
-                           "-e", f"fleet_out={tmp_path / 'fleet.json'}"], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=300)
+    proc = run_play(tmp_path, FLEET_PLAY, ROOT / "inventories/local", {"ICN_LAB_DIR": str(lab)},
+                    "-e", f"fleet_out={tmp_path / 'fleet.json'}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     fleet = json.loads((tmp_path / "fleet.json").read_text())
     assert list(fleet) == list(LOCAL_HOSTS)
